@@ -1,0 +1,134 @@
+"""Decoding raw ProtocolState logs into typed events, deterministically.
+
+A log either decodes into one of the four events or into a `Refusal` naming why, never an
+exception: logs from another address, unknown topic0 (including the DataMarket look-alike
+events without the address argument), malformed topics or data.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from eth_abi.abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
+from eth_utils.crypto import keccak
+
+from seqcollector.core.addresses import lower_address
+
+
+def _topic0(signature: str) -> str:
+    return "0x" + keccak(text=signature).hex()
+
+
+EPOCH_RELEASED = _topic0("EpochReleased(address,uint256,uint256,uint256,uint256)")
+SNAPSHOT_BATCH_SUBMITTED = _topic0("SnapshotBatchSubmitted(address,string,uint256,uint256)")
+BATCH_SUBMISSIONS_COMPLETED = _topic0("BatchSubmissionsCompleted(address,uint256,uint256)")
+DAY_STARTED = _topic0("DayStartedEvent(address,uint256,uint256)")
+
+
+class EpochReleased(msgspec.Struct, frozen=True):
+    market: str
+    epoch: int
+    begin: int
+    end: int
+    timestamp: int
+
+
+class SnapshotBatchSubmitted(msgspec.Struct, frozen=True):
+    market: str
+    batch_cid: str
+    epoch: int
+    timestamp: int
+
+
+class BatchSubmissionsCompleted(msgspec.Struct, frozen=True):
+    market: str
+    epoch: int
+    timestamp: int
+
+
+class DayStarted(msgspec.Struct, frozen=True):
+    market: str
+    day: int
+    timestamp: int
+
+
+class Refusal(msgspec.Struct, frozen=True):
+    reason: str
+    detail: str
+
+
+# Epoch and day ids are uint256 on chain; the state stores them in 64-bit msgpack ints.
+MAX_ID = 2**62
+
+Event = EpochReleased | SnapshotBatchSubmitted | BatchSubmissionsCompleted | DayStarted
+
+# topic0 -> (name, number of topics, data types)
+_SCHEMAS: dict[str, tuple[str, int, tuple[str, ...]]] = {
+    EPOCH_RELEASED: ("EpochReleased", 3, ("uint256", "uint256", "uint256")),
+    SNAPSHOT_BATCH_SUBMITTED: ("SnapshotBatchSubmitted", 3, ("string", "uint256")),
+    BATCH_SUBMISSIONS_COMPLETED: ("BatchSubmissionsCompleted", 3, ("uint256",)),
+    DAY_STARTED: ("DayStartedEvent", 2, ("uint256", "uint256")),
+}
+
+
+def _hex_bytes(text: str) -> bytes | None:
+    if not text.startswith(("0x", "0X")):
+        return None
+    try:
+        return bytes.fromhex(text[2:])
+    except ValueError:
+        return None
+
+
+def _topic_word(text: str) -> bytes | None:
+    raw = _hex_bytes(text)
+    return raw if raw is not None and len(raw) == 32 else None
+
+
+def decode_event(topics: list[str], data: str) -> Event | Refusal:
+    """Decode a ProtocolState log (address already checked) from its topics and data."""
+    if not topics:
+        return Refusal("unknown_topic", "log without topics")
+    schema = _SCHEMAS.get(topics[0].lower())
+    if schema is None:
+        return Refusal("unknown_topic", f"topic0 {topics[0][:80]} is not a collected event")
+    name, n_topics, types = schema
+    if len(topics) != n_topics:
+        return Refusal("malformed_log", f"{name}: {len(topics)} topics, expected {n_topics}")
+    words = [_topic_word(t) for t in topics[1:]]
+    if any(w is None for w in words):
+        return Refusal("malformed_log", f"{name}: a topic is not a 32-byte hex word")
+    market_word = words[0]
+    assert market_word is not None
+    if any(market_word[:12]):
+        return Refusal("malformed_log", f"{name}: market topic is not an address")
+    market = lower_address("0x" + market_word[12:].hex())
+    assert market is not None
+    raw = _hex_bytes(data)
+    if raw is None:
+        return Refusal("malformed_log", f"{name}: data is not 0x-prefixed hex")
+    try:
+        values = abi_decode(types, raw, strict=True)
+    except (DecodingError, ValueError, OverflowError, UnicodeDecodeError) as exc:
+        return Refusal("malformed_log", f"{name}: data does not decode: {type(exc).__name__}")
+    if len(raw) != _static_size(types, raw):
+        return Refusal("malformed_log", f"{name}: {len(raw)} data bytes, trailing bytes")
+    indexed = int.from_bytes(words[1], "big") if len(words) > 1 and words[1] is not None else 0
+    if indexed > MAX_ID or (name == "DayStartedEvent" and values[0] > MAX_ID):
+        return Refusal("malformed_log", f"{name}: epoch or day id above {MAX_ID}")
+    if topics[0].lower() == EPOCH_RELEASED:
+        return EpochReleased(market, indexed, values[0], values[1], values[2])
+    if topics[0].lower() == SNAPSHOT_BATCH_SUBMITTED:
+        return SnapshotBatchSubmitted(market, values[0], indexed, values[1])
+    if topics[0].lower() == BATCH_SUBMISSIONS_COMPLETED:
+        return BatchSubmissionsCompleted(market, indexed, values[0])
+    return DayStarted(market, values[0], values[1])
+
+
+def _static_size(types: tuple[str, ...], raw: bytes) -> int:
+    """The exact encoded length: head words plus, for one trailing string, its padded body."""
+    if "string" not in types:
+        return 32 * len(types)
+    offset = int.from_bytes(raw[0:32], "big")
+    length = int.from_bytes(raw[offset : offset + 32], "big")
+    return offset + 32 + (length + 31) // 32 * 32

@@ -1,0 +1,66 @@
+"""What the core consumes: plain data, one tagged msgspec Struct per kind of input.
+
+Every value an output depends on arrives here; the core reads no clock and does no I/O.
+Hex strings are accepted in any case; the core validates and normalises them itself, so a
+malformed input becomes a counted rejection, never an exception.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Block(msgspec.Struct, tag="block", frozen=True):
+    """A chain block header: the only source of time for windows."""
+
+    number: int
+    hash: str
+    parent_hash: str
+    timestamp: int
+
+
+class Log(msgspec.Struct, tag="log", frozen=True):
+    """A raw log as a node returns it; decoded by the core (`core.abi`)."""
+
+    address: str
+    topics: list[str]
+    data: str
+    block_number: int
+    block_hash: str
+    log_index: int
+    tx_hash: str = ""
+
+
+class MarketParams(msgspec.Struct, tag="market_params", frozen=True):
+    """One data market's parameters, read from the ProtocolState views."""
+
+    market: str
+    submission_window: int  # seconds, as the Go collector treats it
+    day_size: int
+    daily_quota: int
+    epochs_in_a_day: int
+    day_counter: int
+
+
+class SubmissionSets(msgspec.Struct, tag="submission_sets", frozen=True):
+    """The answer to a `QuerySubmissionSets` effect: the union of the window's sets."""
+
+    query_id: int
+    market: str
+    epoch: int
+    members: list[str]
+
+
+class Rewind(msgspec.Struct, tag="rewind", frozen=True):
+    """A reorg: forget every block above `to_block` (the common ancestor)."""
+
+    to_block: int
+
+
+class Tick(msgspec.Struct, tag="tick", frozen=True):
+    """Wall-clock time (unix seconds), journaled: closes windows when the chain stalls."""
+
+    now: int
+
+
+Input = Block | Log | MarketParams | SubmissionSets | Rewind | Tick

@@ -1,0 +1,37 @@
+"""Redis key names and queue names of the production system (compatibility contract).
+
+`lc` is a data market address in lowercase; every name here is byte-for-byte the Go
+collector's, so the dequeuer, finalizer and API keep working unchanged.
+"""
+
+from __future__ import annotations
+
+FINALIZER_QUEUE = "finalizerQueue"
+ATTESTOR_QUEUE = "attestorQueue"
+SUBMISSION_LIMIT_TABLE = "SubmissionLimitTable"
+DAY_SIZE_TABLE = "DaySizeTableKey"
+DAILY_SNAPSHOT_QUOTA_TABLE = "DailySnapshotQuotaTableKey"
+
+
+def block_hash(number: int) -> str:
+    return f"BlockHashByNumberKey.{number}"
+
+
+def submission_set(lc: str, epoch: int, header: str) -> str:
+    return f"SnapshotCollector.{lc}.{epoch}.{header}"
+
+
+def batch_submissions(lc: str, epoch: int, batch_id: int) -> str:
+    return f"BatchSubmissionsKey.{lc}.{epoch}.{batch_id}"
+
+
+def batch_count(lc: str, epoch: int) -> str:
+    return f"BatchCountKey.{lc}.{epoch}"
+
+
+def slot_submissions(lc: str, day: int, slot: int) -> str:
+    return f"SlotSubmissionsKey.{lc}.{day}.{slot}"
+
+
+def current_day(lc: str) -> str:
+    return f"CurrentDayKey.{lc}"

@@ -1,0 +1,354 @@
+"""`step(state, input) -> (state, effects)`: the only entry into the core.
+
+Pure and deterministic: no I/O, no clock, no randomness; every iteration whose order reaches
+an output is over sorted keys. The state is updated in place (copy it with
+`load_state(dump_state(s))` to keep one). Bad input never raises: it is refused with a
+counted `Rejected` effect (and an `Alert` where an operator must act).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+
+from seqcollector.core import keys
+from seqcollector.core.abi import (
+    BatchSubmissionsCompleted,
+    DayStarted,
+    EpochReleased,
+    Refusal,
+    SnapshotBatchSubmitted,
+    decode_event,
+)
+from seqcollector.core.addresses import checksum, lower_address, lower_hash
+from seqcollector.core.batching import finalizer_item, go_json, plan_batches
+from seqcollector.core.effects import (
+    Alert,
+    DeleteKeys,
+    Effect,
+    HashSet,
+    IncrementBy,
+    ListPush,
+    QuerySubmissionSets,
+    Rejected,
+    RelayerCall,
+    SetValue,
+)
+from seqcollector.core.inputs import Block, Input, Log, MarketParams, Rewind, SubmissionSets, Tick
+from seqcollector.core.state import (
+    BlockRef,
+    EmittedEpochs,
+    MarketState,
+    Snapshot,
+    State,
+    Window,
+    dump_domain,
+    load_domain,
+)
+
+_PRUNE_SLACK = 128  # prune history in chunks, not on every block
+_MAX = 2**62  # numbers kept in the state must fit msgpack's 64-bit ints, sums included
+
+
+def step(state: State, inp: Input) -> tuple[State, list[Effect]]:
+    """Apply one input; return the (same, updated) state and the effects to execute."""
+    out: list[Effect] = []
+    state.inputs_seen += 1
+    if isinstance(inp, Block):
+        _on_block(state, inp, out)
+    elif isinstance(inp, Log):
+        _on_log(state, inp, out)
+    elif isinstance(inp, SubmissionSets):
+        _on_submission_sets(state, inp, out)
+    elif isinstance(inp, MarketParams):
+        _on_market_params(state, inp, out)
+    elif isinstance(inp, Rewind):
+        _on_rewind(state, inp, out)
+    elif isinstance(inp, Tick):
+        _on_tick(state, inp, out)
+    else:  # pragma: no cover - the Input union is closed
+        _reject(state, out, "unknown_input", type(inp).__name__)
+    return state, out
+
+
+def pending_queries(state: State) -> list[QuerySubmissionSets]:
+    """Queries emitted but not yet answered (to re-issue after a restart), in a stable order."""
+    return [
+        _query(lc, w)
+        for lc, ms in sorted(state.domain.markets.items())
+        for _, w in sorted(ms.windows.items())
+        if w.query_id is not None
+    ]
+
+
+# -- blocks and windows -------------------------------------------------------------------
+
+
+def _on_block(state: State, b: Block, out: list[Effect]) -> None:
+    block_hash, parent = lower_hash(b.hash), lower_hash(b.parent_hash)
+    if (
+        block_hash is None
+        or parent is None
+        or not (0 <= b.number <= _MAX and 0 <= b.timestamp <= _MAX)
+    ):
+        _reject(state, out, "malformed_block", f"block {b.number}: bad hash or number", b.number)
+        return
+    head = state.head
+    if head is not None:
+        if b.number != head.number + 1:
+            hint = "feed a rewind first" if b.number <= head.number else "blocks were skipped"
+            detail = f"block {b.number} after head {head.number}: {hint}"
+            _reject(state, out, "block_out_of_order", detail, b.number)
+            return
+        if parent != head.hash:
+            detail = f"block {b.number} parent {parent} != head hash {head.hash}: reorg, rewind"
+            _reject(state, out, "parent_mismatch", detail, b.number)
+            return
+        if b.timestamp < head.timestamp:
+            detail = f"block {b.number} timestamp {b.timestamp} < parent's {head.timestamp}"
+            _reject(state, out, "timestamp_regression", detail, b.number)
+            return
+    if state.dirty:
+        state.snapshots.append(Snapshot(b.number - 1, dump_domain(state.domain)))
+        state.dirty = False
+    state.blocks.append(BlockRef(b.number, block_hash, b.timestamp))
+    out.append(SetValue(keys.block_hash(b.number), block_hash, state.config.block_hash_ttl_s))
+    _close_windows(state, b.timestamp, b.number, out)
+    _prune(state)
+
+
+def _on_tick(state: State, t: Tick, out: list[Effect]) -> None:
+    head = state.head
+    if head is not None:
+        _close_windows(state, t.now, head.number + 1, out)
+
+
+def _close_windows(state: State, now: int, first_outside: int, out: list[Effect]) -> None:
+    """Close every unqueried window whose deadline is before `now`; blocks < first_outside."""
+    for lc, ms in sorted(state.domain.markets.items()):
+        due = [w for w in ms.windows.values() if w.query_id is None and w.deadline < now]
+        for w in sorted(due, key=lambda w: w.epoch):
+            _close_window(state, lc, ms, w, first_outside, out)
+
+
+def _close_window(
+    state: State, lc: str, ms: MarketState, w: Window, first_outside: int, out: list[Effect]
+) -> None:
+    state.dirty = True
+    if _is_emitted(state, lc, w.epoch):
+        del ms.windows[w.epoch]
+        _reject(state, out, "epoch_already_batched", f"market {lc} epoch {w.epoch}")
+        return
+    first = state.blocks[0].number
+    inside = state.blocks[max(w.opened_at - first, 0) : first_outside - first]
+    w.headers = [blk.hash for blk in inside if blk.timestamp <= w.deadline]
+    w.query_id = state.next_query_id
+    state.next_query_id += 1
+    out.append(_query(lc, w))
+
+
+def _query(lc: str, w: Window) -> QuerySubmissionSets:
+    assert w.query_id is not None
+    set_keys = [keys.submission_set(lc, w.epoch, h) for h in w.headers]
+    return QuerySubmissionSets(w.query_id, lc, w.epoch, set_keys)
+
+
+# -- logs ---------------------------------------------------------------------------------
+
+
+def _on_log(state: State, log: Log, out: list[Effect]) -> None:
+    where = f"log {log.log_index} of block {log.block_number}"
+    if lower_address(log.address) != state.config.protocol_state:
+        _reject(state, out, "foreign_address", f"{where}: address {log.address[:64]}")
+        return
+    head = state.head
+    if head is None or log.block_number != head.number or lower_hash(log.block_hash) != head.hash:
+        _reject(state, out, "log_not_at_head", f"{where}: not the current head block")
+        return
+    event = decode_event(log.topics, log.data)
+    if isinstance(event, Refusal):
+        _reject(state, out, event.reason, f"{where}: {event.detail}", log.block_number)
+        return
+    ms = state.domain.markets.get(event.market)
+    if ms is None:
+        _reject(state, out, "unconfigured_market", f"{where}: market {event.market}")
+        return
+    if isinstance(event, EpochReleased):
+        _open_window(state, ms, event, head, out)
+    elif isinstance(event, SnapshotBatchSubmitted):
+        if state.config.attestor_queue_push_enabled:
+            item = {
+                "DataMarketAddress": checksum(event.market),
+                "BatchCID": event.batch_cid,
+                "EpochID": event.epoch,
+            }
+            out.append(ListPush(keys.ATTESTOR_QUEUE, go_json(item)))
+    elif isinstance(event, BatchSubmissionsCompleted):
+        if ms.last_completed_epoch is None or event.epoch > ms.last_completed_epoch:
+            ms.last_completed_epoch = event.epoch
+            state.dirty = True
+    elif isinstance(event, DayStarted):
+        ms.day = event.day
+        state.dirty = True
+        out.append(SetValue(keys.current_day(event.market), str(event.day)))
+
+
+def _open_window(
+    state: State, ms: MarketState, ev: EpochReleased, head: BlockRef, out: list[Effect]
+) -> None:
+    what = f"market {ev.market} epoch {ev.epoch} at block {head.number}"
+    if ms.params is None:
+        _reject(state, out, "no_market_params", what, head.number)
+        out.append(_alert(state, "EpochReleased", f"{what}: no market parameters", "High"))
+        return
+    if ev.epoch in ms.windows:
+        _reject(state, out, "duplicate_epoch", what, head.number)
+        return
+    if _is_emitted(state, ev.market, ev.epoch):
+        _reject(state, out, "epoch_already_batched", what, head.number)
+        return
+    deadline = head.timestamp + ms.params.submission_window
+    ms.windows[ev.epoch] = Window(ev.epoch, head.number, deadline)
+    state.dirty = True
+
+
+# -- market parameters ----------------------------------------------------------------------
+
+
+def _on_market_params(state: State, p: MarketParams, out: list[Effect]) -> None:
+    lc = lower_address(p.market)
+    ms = state.domain.markets.get(lc) if lc is not None else None
+    if lc is None or ms is None:
+        _reject(state, out, "unconfigured_market", f"market parameters for {p.market[:64]}")
+        return
+    numbers = (p.submission_window, p.day_size, p.daily_quota, p.epochs_in_a_day, p.day_counter)
+    if min(numbers) < 0 or max(numbers) > _MAX:
+        _reject(state, out, "malformed_params", f"market {lc}: parameter out of range {numbers}")
+        return
+    params = MarketParams(lc, *numbers)
+    if ms.day is None:
+        ms.day = p.day_counter
+    if ms.params != params:
+        ms.params = params
+        eip55 = checksum(lc)
+        out.append(HashSet(keys.SUBMISSION_LIMIT_TABLE, eip55, str(p.submission_window)))
+        out.append(HashSet(keys.DAY_SIZE_TABLE, eip55, str(p.day_size)))
+        out.append(HashSet(keys.DAILY_SNAPSHOT_QUOTA_TABLE, eip55, str(p.daily_quota)))
+    state.dirty = True
+
+
+# -- batching -------------------------------------------------------------------------------
+
+
+def _on_submission_sets(state: State, r: SubmissionSets, out: list[Effect]) -> None:
+    lc = lower_address(r.market)
+    ms = state.domain.markets.get(lc) if lc is not None else None
+    w = ms.windows.get(r.epoch) if ms is not None else None
+    if lc is None or ms is None or w is None or w.query_id != r.query_id:
+        detail = f"query {r.query_id} market {r.market[:64]} epoch {r.epoch}: none pending"
+        _reject(state, out, "stale_query_result", detail)
+        return
+    plan = plan_batches(r.members, state.config.batch_size)
+    eip55, cfg = checksum(lc), state.config
+    for batch_id, batch in enumerate(plan.batches, start=1):
+        out.append(ListPush(keys.FINALIZER_QUEUE, finalizer_item(eip55, r.epoch, batch_id, batch)))
+        key = keys.batch_submissions(lc, r.epoch, batch_id)
+        out.append(SetValue(key, go_json(batch), cfg.batch_ttl_s))
+    count = len(plan.batches)
+    out.append(SetValue(keys.batch_count(lc, r.epoch), str(count), cfg.batch_ttl_s))
+    body: dict[str, object] = {"dataMarketAddress": eip55, "epochID": r.epoch, "batchSize": count}
+    out.append(RelayerCall(f"submitBatchSize:{lc}:{r.epoch}", "/submitBatchSize", body))
+    day = ms.day if ms.day is not None else 0
+    for slot, n in plan.slot_counts:
+        out.append(IncrementBy(keys.slot_submissions(lc, day, slot), n, cfg.slot_submissions_ttl_s))
+    if plan.malformed:
+        _count(state, "malformed_submission", len(plan.malformed))
+        message = (
+            f"market {eip55} epoch {r.epoch}: skipped {len(plan.malformed)} malformed submission"
+            f" keys (want <market>.<epoch>.<project>.<slot>), first {plan.malformed[0][:120]!r}"
+        )
+        out.append(Alert(f"malformed:{lc}:{r.epoch}", "BatchPreparation", message, "Medium"))
+    del ms.windows[r.epoch]
+    _mark_emitted(state, lc, r.epoch)
+    _count(state, "epochs_batched", 1)
+    _count(state, "batches", count)
+    state.dirty = True
+
+
+def _is_emitted(state: State, lc: str, epoch: int) -> bool:
+    e = state.emitted.get(lc)
+    if e is None:
+        return False
+    i = bisect_left(e.epochs, epoch)
+    return epoch <= e.floor or (i < len(e.epochs) and e.epochs[i] == epoch)
+
+
+def _mark_emitted(state: State, lc: str, epoch: int) -> None:
+    e = state.emitted.setdefault(lc, EmittedEpochs())
+    insort(e.epochs, epoch)
+    if len(e.epochs) > state.config.emitted_epochs_kept:
+        e.floor = max(e.floor, e.epochs.pop(0))
+
+
+# -- reorgs ---------------------------------------------------------------------------------
+
+
+def _on_rewind(state: State, r: Rewind, out: list[Effect]) -> None:
+    head = state.head
+    if head is None or r.to_block >= head.number:
+        return
+    # the keys this collector wrote for the orphaned blocks it still remembers
+    out.append(
+        DeleteKeys([keys.block_hash(b.number) for b in state.blocks if b.number > r.to_block])
+    )
+    depth = head.number - r.to_block
+    base = [s for s in state.snapshots if s.block <= r.to_block]
+    state.blocks = [b for b in state.blocks if b.number <= r.to_block]
+    if depth > state.config.max_reorg_depth or not base:
+        what = f"reorg of {depth} blocks to block {r.to_block} (head {head.number})"
+        _reject(state, out, "reorg_too_deep", what, r.to_block)
+        limit = f"exceeds MAX_REORG_DEPTH={state.config.max_reorg_depth}"
+        message = f"{what} {limit}: windows opened above it dropped; check the node and batches"
+        out.append(_alert(state, "Reorg", message, "High"))
+        for ms in state.domain.markets.values():
+            for epoch in [e for e, w in ms.windows.items() if w.opened_at > r.to_block]:
+                del ms.windows[epoch]
+        state.dirty = True
+        return
+    state.domain = load_domain(base[-1].domain)
+    state.snapshots = base
+    state.dirty = False
+    _count(state, "rewinds", 1)
+
+
+def _prune(state: State) -> None:
+    """Keep enough history for a rewind of max_reorg_depth and for every open window."""
+    head = state.blocks[-1].number
+    keep_from = head - state.config.max_reorg_depth
+    for ms in state.domain.markets.values():
+        for w in ms.windows.values():
+            if w.query_id is None:
+                keep_from = min(keep_from, w.opened_at)
+    if state.blocks[0].number < keep_from - _PRUNE_SLACK:
+        state.blocks = state.blocks[keep_from - state.blocks[0].number :]
+    snaps, limit = state.snapshots, head - state.config.max_reorg_depth
+    if len(snaps) > _PRUNE_SLACK // 8 and snaps[_PRUNE_SLACK // 8].block < limit:
+        # keep the newest snapshot below the limit: it is the base of the deepest rewind
+        state.snapshots = snaps[bisect_left(snaps, limit, key=lambda s: s.block) - 1 :]
+
+
+# -- reporting ------------------------------------------------------------------------------
+
+
+def _count(state: State, name: str, n: int) -> None:
+    state.counters[name] = state.counters.get(name, 0) + n
+
+
+def _reject(
+    state: State, out: list[Effect], reason: str, detail: str, block: int | None = None
+) -> None:
+    _count(state, reason, 1)
+    out.append(Rejected(reason, detail, block))
+
+
+def _alert(state: State, step_name: str, message: str, severity: str) -> Alert:
+    return Alert(f"{step_name}:{state.inputs_seen}", step_name, message, severity)

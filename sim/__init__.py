@@ -1,0 +1,1 @@
+"""Simulated worlds that drive seqcollector: synthetic chains (fast mode) and, later, eth-tester."""

@@ -1,0 +1,156 @@
+"""Property tests of the core (hypothesis): determinism, never-raise, crash equivalence."""
+
+from __future__ import annotations
+
+import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seqcollector.core import (
+    Block,
+    Input,
+    Log,
+    MarketParams,
+    Rewind,
+    SubmissionSets,
+    Tick,
+    dump_state,
+    load_state,
+    new_state,
+    step,
+)
+from seqcollector.core.abi import (
+    BATCH_SUBMISSIONS_COMPLETED,
+    DAY_STARTED,
+    EPOCH_RELEASED,
+    SNAPSHOT_BATCH_SUBMITTED,
+)
+from seqcollector.core.config import CoreConfig
+from seqcollector.core.effects import Effect
+from sim.synthetic import PROTOCOL_STATE, SyntheticWorld, WorldSpec, drive
+
+EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_enc = msgspec.json.Encoder()
+
+
+@st.composite
+def world_inputs(draw: st.DrawFn) -> tuple[CoreConfig, list[Input]]:
+    """A synthetic chain with reorgs, answered queries, noise, and some garbage inputs."""
+    blocks = draw(st.integers(12, 70))
+    first = 1000
+    reorgs = draw(
+        st.dictionaries(st.integers(first + 9, first + blocks - 1), st.integers(1, 8), max_size=3)
+    )
+    spec = WorldSpec(
+        seed=draw(st.integers(0, 2**32)),
+        markets=draw(st.integers(1, 3)),
+        blocks=blocks,
+        first_block=first,
+        epoch_every=draw(st.integers(1, 12)),
+        window_s=draw(st.sampled_from([0, 2, 6, 30])),
+        projects=draw(st.integers(1, 5)),
+        slots=draw(st.integers(1, 6)),
+        epochs_in_a_day=draw(st.integers(2, 5)),
+        reorgs=tuple(sorted(reorgs.items())),
+    )
+    world = SyntheticWorld(spec)
+    config = world.core_config(
+        batch_size=draw(st.integers(1, 4)),
+        max_reorg_depth=draw(st.integers(2, 10)),
+        attestor_queue_push_enabled=draw(st.booleans()),
+    )
+    inputs = list(drive(world, config))
+    for _ in range(draw(st.integers(0, 5))):
+        inputs.insert(draw(st.integers(0, len(inputs))), draw(garbage_inputs(config)))
+    return config, inputs
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+@st.composite
+def garbage_inputs(draw: st.DrawFn, config: CoreConfig) -> Input:
+    ints = st.integers(-(2**70), 2**70) | st.integers(0, 2000)
+    text = st.text(max_size=80)
+    hashes = st.binary(min_size=32, max_size=32).map(_hex) | text
+    markets = st.sampled_from(config.markets) | text
+    topic0 = st.sampled_from(
+        [EPOCH_RELEASED, SNAPSHOT_BATCH_SUBMITTED, BATCH_SUBMISSIONS_COMPLETED, DAY_STARTED]
+    )
+    topic = st.binary(max_size=40).map(_hex) | text | topic0
+    kind = draw(st.sampled_from(["log", "block", "params", "sets", "rewind", "tick"]))
+    if kind == "log":
+        topics = draw(st.lists(topic, max_size=5))
+        data = draw(st.binary(max_size=200).map(_hex) | text)
+        address = draw(st.just(PROTOCOL_STATE) | text)
+        return Log(address, topics, data, draw(ints), draw(hashes), draw(ints))
+    if kind == "block":
+        return Block(draw(ints), draw(hashes), draw(hashes), draw(ints))
+    if kind == "params":
+        return MarketParams(draw(markets), *(draw(ints) for _ in range(5)))
+    if kind == "sets":
+        members = draw(st.lists(text, max_size=5))
+        return SubmissionSets(draw(ints), draw(markets), draw(ints), members)
+    if kind == "rewind":
+        return Rewind(draw(ints))
+    return Tick(draw(ints))
+
+
+def effects_of(config: CoreConfig, inputs: list[Input]) -> bytes:
+    state = new_state(config)
+    out: list[Effect] = []
+    for inp in inputs:
+        out.extend(step(state, inp)[1])
+    return b"\n".join(_enc.encode(e) for e in out)
+
+
+@EXAMPLES
+@given(world_inputs())
+def test_same_inputs_give_byte_identical_effects(case: tuple[CoreConfig, list[Input]]) -> None:
+    config, inputs = case
+    assert effects_of(config, inputs) == effects_of(config, list(inputs))
+
+
+@EXAMPLES
+@given(world_inputs(), st.data())
+def test_cut_serialize_load_continue_equals_one_run(
+    case: tuple[CoreConfig, list[Input]], data: st.DataObject
+) -> None:
+    config, inputs = case
+    cut = data.draw(st.integers(0, len(inputs)))
+    state = new_state(config)
+    out: list[Effect] = []
+    for inp in inputs[:cut]:
+        out.extend(step(state, inp)[1])
+    state = load_state(dump_state(state))  # the crash: only the serialized state survives
+    for inp in inputs[cut:]:
+        out.extend(step(state, inp)[1])
+    assert b"\n".join(_enc.encode(e) for e in out) == effects_of(config, inputs)
+
+
+@EXAMPLES
+@given(st.data())
+def test_arbitrary_topics_and_data_never_raise(data: st.DataObject) -> None:
+    world = SyntheticWorld(WorldSpec(blocks=3))
+    config = world.core_config()
+    state = new_state(config)
+    for inp in drive(world, config):
+        step(state, inp)
+    head = state.head
+    assert head is not None
+    for _ in range(data.draw(st.integers(1, 10))):
+        topics = data.draw(
+            st.lists(
+                st.sampled_from([EPOCH_RELEASED, DAY_STARTED, SNAPSHOT_BATCH_SUBMITTED])
+                | st.binary(max_size=64).map(_hex),
+                max_size=5,
+            )
+        )
+        raw = data.draw(st.binary(max_size=300))
+        log = Log(PROTOCOL_STATE, topics, _hex(raw), head.number, head.hash, 0)
+        _, effects = step(state, log)
+        _enc.encode(effects)
+    for _ in range(data.draw(st.integers(0, 10))):
+        step(state, data.draw(garbage_inputs(config)))
+    load_state(dump_state(state))  # still serializable

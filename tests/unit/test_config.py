@@ -1,0 +1,606 @@
+"""seqcollector.config: defaults, YAML + environment precedence, validation, masking."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+import pytest
+from eth_utils import to_checksum_address
+
+from seqcollector.config import (
+    ConfigError,
+    Settings,
+    describe_settings,
+    load_settings,
+    mask_secret,
+)
+from seqcollector.core.config import CoreConfig
+
+# EIP-55 test vectors.
+M1 = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+M2 = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
+PS = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB"
+BAD_CHECKSUM = M1[:-1] + "D"  # last letter flipped to upper case
+
+
+def load(env: dict[str, str] | None = None, path: Path | None = None) -> Settings:
+    return load_settings(str(path) if path else None, environ=env or {})
+
+
+def rejects(env: dict[str, str] | None = None, path: Path | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load(env, path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == f"{info.value.setting}: {info.value.problem}"
+    return info.value
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "seqcollector.yaml"
+    path.write_text(text)
+    return path
+
+
+# ------------------------------------------------------------------------------- defaults
+
+
+def test_defaults() -> None:
+    s = load()
+    assert s.rpc_nodes == () and s.archive_rpc_nodes == ()
+    assert (s.rpc_max_retries, s.rpc_retry_delay_ms) == (3, 500)
+    assert (s.rpc_max_retry_delay_s, s.rpc_request_timeout_s) == (30.0, 30.0)
+    assert s.protocol_state_contract == "" and s.data_market_addresses == ()
+    assert (s.redis_host, s.redis_port, s.redis_db) == ("localhost", 6379, 0)
+    assert s.redis_url() == "redis://localhost:6379/0"
+    assert s.auth_read_token == s.slack_reporting_url == s.tx_relayer_url == ""
+    assert s.tx_relayer_auth_write_token == ""
+    assert (s.batch_size, s.rewards_update_batch_size, s.rewards_update_epoch_interval) == (
+        50,
+        50,
+        50,
+    )
+    assert (s.block_time, s.http_timeout, s.past_days_buffer, s.retry_limits) == (2, 15, 5, 3)
+    assert s.contract_query_timeout == 60
+    assert s.periodic_eligible_count_alerts is True
+    assert s.attestor_queue_push_enabled is False and s.init_cleanup_enabled is False
+    assert s.concurrent_submission_count_updates == 10
+    assert (s.confirmations, s.max_reorg_depth, s.start_block) == (0, 64, None)
+    assert (s.api_port, s.slot_submissions_ttl_s) == (8080, 604800)
+    t = s.timeouts
+    assert (t.event_processing, t.batch_preparation, t.market_processing) == (30, 60, 30)
+    assert (t.batch_processing, t.block_fetch, t.redis_operation) == (120, 30, 5)
+    assert s.worker_pool.size == (os.cpu_count() or 2)
+    assert s.worker_pool.acquisition_timeout == 5.0 and s.worker_pool.metrics_enabled
+    f = s.features
+    assert f.new_context_management and f.enhanced_worker_pool and f.metrics_enabled
+    assert s.sources == ()
+    assert s == Settings()  # the struct defaults are the only defaults
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        load().batch_size = 3  # type: ignore[misc]
+
+
+def test_every_field_has_exactly_one_row_and_env_names_are_unique() -> None:
+    rows = describe_settings(load())
+    names = [name for name, _, _ in rows]
+    assert len(names) == len(set(names))
+    top = [f for f in msgspec.structs.fields(Settings) if f.name != "sources"]
+    groups = {"timeouts", "worker_pool", "features", "monitoring"}
+    expected = sum(
+        len(msgspec.structs.fields(f.type)) if f.name in groups else 1 for f in top
+    )
+    assert len(rows) == expected
+    assert all(source == "default" for _, _, source in rows)
+
+
+# ------------------------------------------------------------------- the Go environment
+
+
+GO_ENV = {
+    "PROST_RPC_URL": "http://rpc.example:8545",
+    "PROTOCOL_STATE_CONTRACT": f'"{PS}"',  # Go trims the quotes
+    "DATA_MARKET_ADDRESSES": f'["{M1}", "\\"{M2}\\""]',
+    "REDIS_HOST": "redis",
+    "REDIS_PORT": "6380",
+    "REDIS_DB": "2",
+    "AUTH_READ_TOKEN": "read-token-123",
+    "TX_RELAYER_URL": "http://relayer:8080",
+    "TX_RELAYER_AUTH_WRITE_TOKEN": "write-token-456",
+    "BATCH_SIZE": "20",
+    "REWARDS_UPDATE_BATCH_SIZE": "30",
+    "REWARDS_UPDATE_EPOCH_INTERVAL": "10",
+    "BLOCK_TIME": "1",
+    "HTTP_TIMEOUT": "5",
+    "CONTRACT_QUERY_TIMEOUT": "40",
+    "BLOCK_FETCH_TIMEOUT": "20",
+    "EVENT_PROCESSING_TIMEOUT": "25",
+    "BATCH_PROCESSING_TIMEOUT": "90",
+    "PERIODIC_ELIGIBLE_COUNT_ALERTS": "False",
+    "ATTESTOR_QUEUE_PUSH_ENABLED": "TRUE",
+    "INIT_CLEANUP_ENABLED": "0",
+    "CONCURRENT_SUBMISSION_COUNT_UPDATES": "4",
+    "RPC_MAX_RETRY_DELAY_S": "10",
+    "RPC_REQUEST_TIMEOUT_S": "12",
+    "API_HOST": "0.0.0.0",  # unknown variables are ignored
+}
+
+
+def test_go_collector_environment() -> None:
+    s = load(GO_ENV)
+    assert s.rpc_nodes == ("http://rpc.example:8545",)
+    assert s.protocol_state_contract == PS.lower()
+    assert s.data_market_addresses == (M1.lower(), M2.lower())
+    assert s.redis_url() == "redis://redis:6380/2"
+    assert (s.batch_size, s.rewards_update_batch_size, s.rewards_update_epoch_interval) == (
+        20,
+        30,
+        10,
+    )
+    assert (s.block_time, s.http_timeout, s.contract_query_timeout) == (1, 5, 40)
+    assert (s.timeouts.block_fetch, s.timeouts.event_processing) == (20, 25)
+    assert s.timeouts.batch_processing == 90
+    assert s.periodic_eligible_count_alerts is False
+    assert s.attestor_queue_push_enabled is True
+    assert s.init_cleanup_enabled is False
+    assert s.concurrent_submission_count_updates == 4
+    assert (s.rpc_max_retry_delay_s, s.rpc_request_timeout_s) == (10, 12)
+    assert s.source("BATCH_SIZE") == "env" and s.source("REDIS_HOST") == "env"
+    assert s.source("RPC_NODES") == "env" and s.source("RETRY_LIMITS") == "default"
+
+
+def test_rpc_nodes_win_over_prost_rpc_url() -> None:
+    env = {"RPC_NODES": '["https://a.example", "wss://b.example"]', "PROST_RPC_URL": "http://c"}
+    assert load(env).rpc_nodes == ("https://a.example", "wss://b.example")
+
+
+@pytest.mark.parametrize("rpc_nodes", ["", "[]", "  "])
+def test_empty_rpc_nodes_fall_back_to_prost_rpc_url(rpc_nodes: str) -> None:
+    env = {"RPC_NODES": rpc_nodes, "PROST_RPC_URL": "http://legacy:8545"}
+    assert load(env).rpc_nodes == ("http://legacy:8545",)
+
+
+def test_bad_prost_rpc_url_is_named() -> None:
+    err = rejects({"PROST_RPC_URL": "localhost:8545"})
+    assert err.setting == "PROST_RPC_URL"
+
+
+def test_empty_variable_counts_as_unset() -> None:
+    s = load({"BATCH_SIZE": "", "REDIS_PORT": " ", "ATTESTOR_QUEUE_PUSH_ENABLED": ""})
+    assert (s.batch_size, s.redis_port, s.attestor_queue_push_enabled) == (50, 6379, False)
+    assert s.sources == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("true", True), ("TRUE", True), ("1", True), ("yes", True), ("Yes", True),
+        ("t", True), ("on", True),
+        ("false", False), ("False", False), ("0", False), ("no", False), ("NO", False),
+        ("f", False), ("off", False),
+    ],
+)  # fmt: skip
+def test_booleans(text: str, value: bool) -> None:
+    assert load({"ATTESTOR_QUEUE_PUSH_ENABLED": text}).attestor_queue_push_enabled is value
+    assert load({"FEATURE_METRICS_ENABLED": text}).features.metrics_enabled is value
+
+
+def test_own_settings_from_env() -> None:
+    s = load(
+        {
+            "SEQ_CONFIRMATIONS": "3",
+            "SEQ_MAX_REORG_DEPTH": "128",
+            "SEQ_START_BLOCK": "1234",
+            "SEQ_REDIS_URL": "redis://:pw@cache:6379/5",
+            "SEQ_API_PORT": "9000",
+            "SEQ_SLOT_SUBMISSIONS_TTL_S": "3600",
+            "WORKER_POOL_SIZE": "7",
+            "WORKER_POOL_ACQUISITION_TIMEOUT": "500ms",
+            "TIMEOUT_REDIS_OPERATION": "2.5",
+            "TIMEOUT_BATCH_PREPARATION": "2m",
+            "FEATURE_NEW_CONTEXT_MANAGEMENT": "no",
+        }
+    )
+    assert (s.confirmations, s.max_reorg_depth, s.start_block) == (3, 128, 1234)
+    assert s.redis_url() == "redis://:pw@cache:6379/5"
+    assert (s.api_port, s.slot_submissions_ttl_s) == (9000, 3600)
+    assert (s.worker_pool.size, s.worker_pool.acquisition_timeout) == (7, 0.5)
+    assert (s.timeouts.redis_operation, s.timeouts.batch_preparation) == (2.5, 120)
+    assert s.features.new_context_management is False
+
+
+@pytest.mark.parametrize("text", ["head", "latest", "HEAD"])
+def test_start_block_head(text: str) -> None:
+    assert load({"SEQ_START_BLOCK": text}).start_block is None
+
+
+def test_worker_pool_size_gomaxprocs() -> None:
+    assert load({"WORKER_POOL_SIZE": "GOMAXPROCS"}).worker_pool.size == (os.cpu_count() or 2)
+
+
+def test_timeout_alias_is_the_same_setting() -> None:
+    s = load({"TIMEOUT_EVENT_PROCESSING": "7"})
+    assert s.timeouts.event_processing == 7
+    assert s.source("EVENT_PROCESSING_TIMEOUT") == "env"
+    same = load({"TIMEOUT_BLOCK_FETCH": "9", "BLOCK_FETCH_TIMEOUT": "9s"})
+    assert same.timeouts.block_fetch == 9
+
+
+def test_timeout_alias_conflict_is_rejected() -> None:
+    err = rejects({"BATCH_PROCESSING_TIMEOUT": "90", "TIMEOUT_BATCH_PROCESSING": "60"})
+    assert str(err) == (
+        "BATCH_PROCESSING_TIMEOUT: conflicts with TIMEOUT_BATCH_PROCESSING (90 vs 60); "
+        "set only one"
+    )
+
+
+# ------------------------------------------------------------------------------- YAML
+
+
+def test_yaml_then_env(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""
+batch_size: 20
+redis_port: 6390
+data_market_addresses: ["{M1}"]
+protocol_state_contract: "{PS}"
+attestor_queue_push_enabled: yes
+start_block: 100
+redis_url: redis://cache:6379/1
+timeouts:
+  event_processing: 10
+  redis_operation: 1.5
+worker_pool:
+  size: 3
+features:
+  enhanced_worker_pool: false
+""",
+    )
+    s = load({"BATCH_SIZE": "30", "TIMEOUT_REDIS_OPERATION": "4"}, path)
+    assert s.batch_size == 30 and s.source("BATCH_SIZE") == "env"
+    assert s.redis_port == 6390 and s.source("REDIS_PORT") == "file"
+    assert s.data_market_addresses == (M1.lower(),)
+    assert s.protocol_state_contract == PS.lower()
+    assert s.attestor_queue_push_enabled is True and s.start_block == 100
+    assert s.redis_url() == "redis://cache:6379/1"
+    assert s.timeouts.event_processing == 10
+    assert s.source("EVENT_PROCESSING_TIMEOUT") == "file"
+    assert s.timeouts.redis_operation == 4 and s.source("TIMEOUT_REDIS_OPERATION") == "env"
+    assert s.timeouts.batch_processing == 120
+    assert s.source("BATCH_PROCESSING_TIMEOUT") == "default"
+    assert s.worker_pool.size == 3 and s.worker_pool.acquisition_timeout == 5
+    assert s.features.enhanced_worker_pool is False and s.features.metrics_enabled is True
+    rows = {name: (value, source) for name, value, source in describe_settings(s)}
+    assert rows["BATCH_SIZE"] == ("30", "env")
+    assert rows["REDIS_PORT"] == ("6390", "file")
+    assert rows["BLOCK_TIME"] == ("2", "default")
+    assert rows["WORKER_POOL_SIZE"] == ("3", "file")
+    assert rows["DATA_MARKET_ADDRESSES"] == (f'["{M1}"]', "file")
+
+
+def test_yaml_from_seed_section_9_1_loads_verbatim(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+timeouts:
+  event_processing: 30s
+  batch_preparation: 60s
+  market_processing: 30s
+  batch_processing: 120s
+
+worker_pool:
+  size: "GOMAXPROCS"
+  acquisition_timeout: 5s
+  metrics_enabled: true
+
+features:
+  new_context_management: true
+  enhanced_worker_pool: true
+  metrics_enabled: true
+
+monitoring:
+  error_rate_threshold: 0.1
+  health_check_interval: 1m
+  metrics_retention: 24h
+""",
+    )
+    s = load(path=path)
+    assert s.timeouts == Settings().timeouts
+    assert s.worker_pool == Settings().worker_pool
+    assert s.monitoring.health_check_interval == 60
+    assert s.monitoring.metrics_retention == 86400
+
+
+def test_yaml_empty_file_and_null_values(tmp_path: Path) -> None:
+    assert load(path=write(tmp_path, "")) == Settings()
+    s = load(path=write(tmp_path, "batch_size:\ntimeouts:\n"))
+    assert s.batch_size == 50 and s.sources == ()
+
+
+def test_yaml_lists_may_be_json_strings(tmp_path: Path) -> None:
+    path = write(tmp_path, f"data_market_addresses: '[\"{M1}\", \"{M2}\"]'\n")
+    assert load(path=path).data_market_addresses == (M1.lower(), M2.lower())
+
+
+# ---------------------------------------------------------------------------- rejections
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"REWARDS_UPDATE_EPOCH_INTERVAL": "0"}, "REWARDS_UPDATE_EPOCH_INTERVAL: must be >= 1, got 0"),
+        ({"BATCH_SIZE": "0"}, "BATCH_SIZE: must be >= 1, got 0"),
+        ({"BATCH_SIZE": "-5"}, "BATCH_SIZE: must be >= 1, got -5"),
+        ({"BATCH_SIZE": "abc"}, "BATCH_SIZE: not an integer: 'abc'"),
+        ({"BATCH_SIZE": "1.5"}, "BATCH_SIZE: not an integer: '1.5'"),
+        ({"REWARDS_UPDATE_BATCH_SIZE": "0"}, "REWARDS_UPDATE_BATCH_SIZE: must be >= 1, got 0"),
+        ({"RETRY_LIMITS": "0"}, "RETRY_LIMITS: must be >= 1, got 0"),
+        ({"PAST_DAYS_BUFFER": "x"}, "PAST_DAYS_BUFFER: not an integer: 'x'"),
+        ({"CONCURRENT_SUBMISSION_COUNT_UPDATES": "0"},
+         "CONCURRENT_SUBMISSION_COUNT_UPDATES: must be >= 1, got 0"),
+        ({"RPC_MAX_RETRIES": "-1"}, "RPC_MAX_RETRIES: must be >= 0, got -1"),
+        ({"REDIS_PORT": "0"}, "REDIS_PORT: must be between 1 and 65535, got 0"),
+        ({"REDIS_PORT": "65536"}, "REDIS_PORT: must be between 1 and 65535, got 65536"),
+        ({"REDIS_PORT": "redis"}, "REDIS_PORT: not an integer: 'redis'"),
+        ({"REDIS_DB": "-1"}, "REDIS_DB: must be >= 0, got -1"),
+        ({"SEQ_API_PORT": "70000"}, "SEQ_API_PORT: must be between 0 and 65535, got 70000"),
+        ({"SEQ_START_BLOCK": "-1"}, "SEQ_START_BLOCK: must be >= 0, got -1"),
+        ({"SEQ_MAX_REORG_DEPTH": "0"}, "SEQ_MAX_REORG_DEPTH: must be >= 1, got 0"),
+        ({"WORKER_POOL_SIZE": "0"}, "WORKER_POOL_SIZE: must be >= 1, got 0"),
+        ({"EVENT_PROCESSING_TIMEOUT": "-1"}, "EVENT_PROCESSING_TIMEOUT: must be > 0 seconds, got -1"),
+        ({"TIMEOUT_EVENT_PROCESSING": "-1"}, "TIMEOUT_EVENT_PROCESSING: must be > 0 seconds, got -1"),
+        ({"BLOCK_FETCH_TIMEOUT": "0"}, "BLOCK_FETCH_TIMEOUT: must be > 0 seconds, got 0"),
+        ({"CONTRACT_QUERY_TIMEOUT": "-30"}, "CONTRACT_QUERY_TIMEOUT: must be > 0 seconds, got -30"),
+        ({"TIMEOUT_REDIS_OPERATION": "-2s"}, "TIMEOUT_REDIS_OPERATION: must be > 0 seconds, got -2"),
+        ({"HTTP_TIMEOUT": "soon"},
+         "HTTP_TIMEOUT: not a duration in seconds (e.g. 30, 2.5, 500ms, 1m): 'soon'"),
+        ({"RPC_MAX_RETRY_DELAY_S": "-1"}, "RPC_MAX_RETRY_DELAY_S: must be >= 0 seconds, got -1"),
+        ({"MONITORING_ERROR_RATE_THRESHOLD": "2"},
+         "MONITORING_ERROR_RATE_THRESHOLD: must be between 0 and 1, got 2"),
+        ({"ATTESTOR_QUEUE_PUSH_ENABLED": "maybe"},
+         "ATTESTOR_QUEUE_PUSH_ENABLED: not a boolean (true/false, 1/0, yes/no): 'maybe'"),
+        ({"PROTOCOL_STATE_CONTRACT": "0x1234"},
+         "PROTOCOL_STATE_CONTRACT: not a 20-byte hex address (0x + 40 hex digits): '0x1234'"),
+        ({"PROTOCOL_STATE_CONTRACT": BAD_CHECKSUM},
+         f"PROTOCOL_STATE_CONTRACT: {BAD_CHECKSUM} has mixed case but a wrong EIP-55 checksum "
+         "(fix it, or write it lowercase)"),
+        ({"DATA_MARKET_ADDRESSES": f'["{M1}", "{BAD_CHECKSUM}"]'},
+         f"DATA_MARKET_ADDRESSES: entry 1: {BAD_CHECKSUM} has mixed case but a wrong EIP-55 "
+         "checksum (fix it, or write it lowercase)"),
+        ({"DATA_MARKET_ADDRESSES": '["0xzz"]'},
+         "DATA_MARKET_ADDRESSES: entry 0: not a 20-byte hex address (0x + 40 hex digits): '0xzz'"),
+        ({"DATA_MARKET_ADDRESSES": f'["{M1[2:]}"]'},
+         f"DATA_MARKET_ADDRESSES: entry 0: not a 20-byte hex address (0x + 40 hex digits): "
+         f"'{M1[2:]}'"),
+        ({"DATA_MARKET_ADDRESSES": '[""]'}, "DATA_MARKET_ADDRESSES: entry 0 is empty"),
+        ({"DATA_MARKET_ADDRESSES": f'["{M1}", "{M2}", "{M1.lower()}"]'},
+         f"DATA_MARKET_ADDRESSES: duplicate address {M1} (entries 0 and 2)"),
+    ],
+)  # fmt: skip
+def test_rejected_values(env: dict[str, str], message: str) -> None:
+    assert str(rejects(env)) == message
+
+
+@pytest.mark.parametrize(
+    "text", [M1, f"{M1},{M2}", '{"a": 1}', "[1, 2]", '["0xab",', "null"]
+)
+@pytest.mark.parametrize("name", ["DATA_MARKET_ADDRESSES", "RPC_NODES", "ARCHIVE_RPC_NODES"])
+def test_malformed_json_arrays(name: str, text: str) -> None:
+    err = rejects({name: text})
+    assert err.setting == name
+    assert str(err).startswith(f"{name}: not a JSON array of strings: ")
+
+
+def test_malformed_url_list_does_not_echo_the_value() -> None:
+    err = rejects({"RPC_NODES": "https://user:hunter2hunter2@rpc.example/v3/KEY"})
+    assert "hunter2" not in str(err) and "KEY" not in str(err)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RPC_NODES", '["localhost:8545"]'),
+        ("ARCHIVE_RPC_NODES", '["ftp://archive.example"]'),
+        ("TX_RELAYER_URL", "relayer:8080"),
+        ("SLACK_REPORTING_URL", "hooks.slack.com/services/x"),
+        ("SEQ_REDIS_URL", "http://cache:6379"),
+        ("SEQ_REDIS_URL", "redis://cache:notaport/0"),
+    ],
+)
+def test_bad_urls(name: str, value: str) -> None:
+    assert rejects({name: value}).setting == name
+
+
+def test_bad_url_message_masks_the_password() -> None:
+    err = rejects({"SEQ_REDIS_URL": "http://:verysecretpassword@cache:6379"})
+    assert "verysecretpassword" not in str(err)
+    assert str(err).startswith("SEQ_REDIS_URL: not a URL with scheme redis/rediss/unix: ")
+
+
+def test_yaml_unknown_top_level_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "batch_sizes: 20\n")
+    err = rejects(path=path)
+    assert err.setting == "batch_sizes"
+    assert str(err) == (
+        f"batch_sizes: unknown setting in config file {path} (did you mean batch_size?)"
+    )
+
+
+def test_yaml_unknown_nested_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "timeouts:\n  event_processing: 5\n  block_fetching: 5\n")
+    err = rejects(path=path)
+    assert err.setting == "timeouts.block_fetching"
+    assert str(path) in str(err) and "timeouts.block_fetch" in str(err)
+
+
+def test_yaml_env_style_key_is_unknown(tmp_path: Path) -> None:
+    err = rejects(path=write(tmp_path, "BATCH_SIZE: 20\n"))
+    assert err.setting == "BATCH_SIZE" and "did you mean batch_size?" in str(err)
+
+
+def test_yaml_group_must_be_a_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path, "timeouts: 30\n")
+    assert str(rejects(path=path)) == f"timeouts: must be a mapping in {path}, got int"
+
+
+def test_yaml_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    err = rejects(path=path)
+    assert str(err) == f"{path}: cannot read config file: No such file or directory"
+
+
+def test_yaml_directory_is_unreadable(tmp_path: Path) -> None:
+    assert str(rejects(path=tmp_path)).startswith(f"{tmp_path}: cannot read config file: ")
+
+
+def test_yaml_malformed(tmp_path: Path) -> None:
+    path = write(tmp_path, "batch_size: [1\nredis_port: 2\n")
+    assert str(rejects(path=path)).startswith(f"{path}: config file is not valid YAML: ")
+
+
+def test_yaml_not_a_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path, "- 1\n- 2\n")
+    assert str(rejects(path=path)) == f"{path}: config file must be a mapping of settings, got list"
+
+
+def test_yaml_invalid_value_names_setting_file_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "rewards_update_epoch_interval: 0\n")
+    assert str(rejects(path=path)) == (
+        f"REWARDS_UPDATE_EPOCH_INTERVAL: must be >= 1, got 0 (in {path}: "
+        "rewards_update_epoch_interval)"
+    )
+    path = write(tmp_path, "timeouts:\n  batch_preparation: -3\n")
+    assert str(rejects(path=path)) == (
+        f"TIMEOUT_BATCH_PREPARATION: must be > 0 seconds, got -3 (in {path}: "
+        "timeouts.batch_preparation)"
+    )
+
+
+def test_yaml_unquoted_hex_address_is_rejected_not_guessed(tmp_path: Path) -> None:
+    # YAML 1.1 reads 0x... as a number; padding it back could hide a missing digit.
+    path = write(tmp_path, f"protocol_state_contract: {PS}\n")
+    err = rejects(path=path)
+    assert err.setting == "PROTOCOL_STATE_CONTRACT" and "quote the value" in str(err)
+    path = write(tmp_path, f"data_market_addresses:\n  - {M1}\n")
+    err = rejects(path=path)
+    assert err.setting == "DATA_MARKET_ADDRESSES" and "entry 0" in str(err)
+
+
+def test_yaml_booleans_and_ints_are_type_checked(tmp_path: Path) -> None:
+    assert rejects(path=write(tmp_path, "batch_size: true\n")).setting == "BATCH_SIZE"
+    assert rejects(path=write(tmp_path, "batch_size: 2.5\n")).setting == "BATCH_SIZE"
+    assert rejects(path=write(tmp_path, "init_cleanup_enabled: 2\n")).setting == (
+        "INIT_CLEANUP_ENABLED"
+    )
+
+
+# -------------------------------------------------------------------- addresses, core
+
+
+def test_addresses_stored_lowercase_and_emitted_eip55() -> None:
+    env = {
+        "PROTOCOL_STATE_CONTRACT": PS.upper().replace("0X", "0x"),  # all-caps body is fine
+        "DATA_MARKET_ADDRESSES": f'["{M1}", "{M2.lower()}"]',
+    }
+    s = load(env)
+    assert s.protocol_state_contract == PS.lower()
+    assert s.data_market_addresses == (M1.lower(), M2.lower())
+    assert s.markets_checksummed == (M1, M2)
+    assert s.markets_checksummed == tuple(to_checksum_address(a) for a in (M1, M2))
+    assert s.protocol_state_checksummed == PS
+    assert Settings(data_market_addresses=(M1,)).data_market_addresses == (M1.lower(),)
+
+
+def test_require_chain() -> None:
+    with pytest.raises(ConfigError, match=r"^PROTOCOL_STATE_CONTRACT: "):
+        load().require_chain()
+    with pytest.raises(ConfigError, match=r"^DATA_MARKET_ADDRESSES: "):
+        load({"PROTOCOL_STATE_CONTRACT": PS}).require_chain()
+    s = load({"PROTOCOL_STATE_CONTRACT": PS, "DATA_MARKET_ADDRESSES": f'["{M1}"]'})
+    assert s.require_chain() is s
+
+
+def test_core_config() -> None:
+    s = load(
+        {
+            "PROTOCOL_STATE_CONTRACT": PS,
+            "DATA_MARKET_ADDRESSES": f'["{M2}", "{M1}"]',
+            "BATCH_SIZE": "7",
+            "SEQ_MAX_REORG_DEPTH": "12",
+            "ATTESTOR_QUEUE_PUSH_ENABLED": "true",
+            "SEQ_SLOT_SUBMISSIONS_TTL_S": "99",
+        }
+    )
+    assert s.core_config() == CoreConfig(
+        protocol_state=PS.lower(),
+        markets=sorted([M1.lower(), M2.lower()]),
+        batch_size=7,
+        max_reorg_depth=12,
+        attestor_queue_push_enabled=True,
+        slot_submissions_ttl_s=99,
+    )
+    with pytest.raises(ConfigError):
+        load().core_config()
+
+
+# ---------------------------------------------------------------------------- masking
+
+
+@pytest.mark.parametrize(
+    ("secret", "shown"),
+    [("", ""), ("abc", "***"), ("abcdefg", "***"), ("abcdefgh", "ab****"), ("x" * 64, "xx****")],
+)
+def test_mask_secret(secret: str, shown: str) -> None:
+    assert mask_secret(secret) == shown
+
+
+def test_describe_masks_secrets() -> None:
+    secrets = {
+        "AUTH_READ_TOKEN": "readtoken-0123456789",
+        "TX_RELAYER_AUTH_WRITE_TOKEN": "wt",
+        "SEQ_REDIS_URL": "redis://default:redispassword99@cache:6379/0",
+        "RPC_NODES": (
+            '["https://rpcuser:rpcpassword77@node.example/v3/0123456789abcdef0123456789abcdef",'
+            ' "https://other.example/rpc?apikey=queryapikey55"]'
+        ),
+        "ARCHIVE_RPC_NODES": '["https://archivekey0123456789@archive.example"]',
+        "SLACK_REPORTING_URL": "https://hooks.slack.com/services/T000/B000/slacksecret",
+        "TX_RELAYER_URL": "http://relayer:8080",
+    }
+    rows = {name: (value, source) for name, value, source in describe_settings(load(secrets))}
+    assert rows["AUTH_READ_TOKEN"] == ("re****", "env")
+    assert rows["TX_RELAYER_AUTH_WRITE_TOKEN"] == ("***", "env")
+    assert rows["SEQ_REDIS_URL"] == ("redis://default:re****@cache:6379/0", "env")
+    assert rows["RPC_NODES"][0] == (
+        '["https://rpcuser:rp****@node.example/v3/01****", '
+        '"https://other.example/rpc?apikey=qu****"]'
+    )
+    assert rows["ARCHIVE_RPC_NODES"][0] == '["https://ar****@archive.example"]'
+    assert rows["SLACK_REPORTING_URL"][0] == "https://hooks.slack.com/se****"
+    assert rows["TX_RELAYER_URL"][0] == "http://relayer:8080"
+    printed = " ".join(value for value, _ in rows.values())
+    for leaked in (
+        "readtoken",
+        "redispassword",
+        "rpcpassword",
+        "0123456789abcdef",
+        "queryapikey",
+        "archivekey",
+        "slacksecret",
+        "T000",
+    ):
+        assert leaked not in printed
+
+
+def test_describe_shows_addresses_eip55_and_lists_as_json() -> None:
+    s = load({"PROTOCOL_STATE_CONTRACT": PS.lower(), "DATA_MARKET_ADDRESSES": f'["{M1}"]'})
+    rows = {name: value for name, value, _ in describe_settings(s)}
+    assert rows["PROTOCOL_STATE_CONTRACT"] == PS
+    assert rows["DATA_MARKET_ADDRESSES"] == f'["{M1}"]'
+    assert rows["SEQ_START_BLOCK"] == "head"
+    assert rows["ATTESTOR_QUEUE_PUSH_ENABLED"] == "false"

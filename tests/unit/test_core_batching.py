@@ -1,0 +1,118 @@
+"""Batches: grouping, order, exact payloads of the reference, day counts, at-most-once."""
+
+from corekit import MARKET, block, day_started, epoch_released, of, run, started
+
+from seqcollector.core import SubmissionSets
+from seqcollector.core.addresses import checksum
+from seqcollector.core.batching import go_json, plan_batches
+from seqcollector.core.effects import (
+    Alert,
+    IncrementBy,
+    ListPush,
+    QuerySubmissionSets,
+    Rejected,
+    RelayerCall,
+    SetValue,
+)
+
+EIP55 = checksum(MARKET)
+
+
+def closed(state, epoch=5):
+    run(state, block(101), epoch_released(101, epoch))
+    effects = run(state, block(102), block(103), block(104), block(105))
+    [query] = of(effects, QuerySubmissionSets)
+    return query
+
+
+def key(project, slot, epoch=5):
+    return f"{MARKET}.{epoch}.{project}.{slot}"
+
+
+def test_batches_are_grouped_by_project_sorted_and_cut_by_batch_size():
+    state = started(batch_size=2)
+    query = closed(state)
+    members = [key("p3", 1), key("p1", 2), key("p2", 3), key("p1", 1), key("p2", 3)]
+    effects = run(state, SubmissionSets(query.query_id, MARKET, 5, members))
+    pushes = of(effects, ListPush)
+    assert [p.key for p in pushes] == ["finalizerQueue", "finalizerQueue"]
+    assert pushes[0].value == (
+        '{"DataMarketAddress":"' + EIP55 + '","EpochID":5,"BatchID":1,"Batch":'
+        '{"p1":["' + key("p1", 1) + '","' + key("p1", 2) + '"],"p2":["' + key("p2", 3) + '"]}}'
+    )
+    assert pushes[1].value == (
+        '{"DataMarketAddress":"' + EIP55 + '","EpochID":5,"BatchID":2,"Batch":'
+        '{"p3":["' + key("p3", 1) + '"]}}'
+    )
+    sets = {e.key: e for e in of(effects, SetValue)}
+    assert sets[f"BatchSubmissionsKey.{MARKET}.5.2"].value == '{"p3":["' + key("p3", 1) + '"]}'
+    assert sets[f"BatchSubmissionsKey.{MARKET}.5.1"].ttl_s == 86400
+    assert sets[f"BatchCountKey.{MARKET}.5"].value == "2"
+    [call] = of(effects, RelayerCall)
+    assert call.path == "/submitBatchSize"
+    assert call.body == {"dataMarketAddress": EIP55, "epochID": 5, "batchSize": 2}
+    incr = {(e.key, e.amount) for e in of(effects, IncrementBy)}
+    assert incr == {
+        (f"SlotSubmissionsKey.{MARKET}.1.1", 2),
+        (f"SlotSubmissionsKey.{MARKET}.1.2", 1),
+        (f"SlotSubmissionsKey.{MARKET}.1.3", 1),  # the duplicate key counts once
+    }
+    assert all(e.ttl_s == 7 * 86400 for e in of(effects, IncrementBy))
+
+
+def test_member_order_does_not_change_the_effects():
+    members = [key(f"p{i % 7}", i) for i in range(40)]
+    a, b = started(batch_size=3), started(batch_size=3)
+    qa, qb = closed(a), closed(b)
+    ea = run(a, SubmissionSets(qa.query_id, MARKET, 5, members))
+    eb = run(b, SubmissionSets(qb.query_id, MARKET, 5, list(reversed(members))))
+    assert ea == eb
+
+
+def test_malformed_members_are_skipped_counted_and_alerted():
+    state = started()
+    query = closed(state)
+    bad = ["garbage", f"{MARKET}.5.p1", f"{MARKET}.5.p1.x", f"{MARKET}.5..3"]
+    effects = run(state, SubmissionSets(query.query_id, MARKET, 5, [key("p1", 1), *bad]))
+    assert len(of(effects, ListPush)) == 1
+    [alert] = of(effects, Alert)
+    assert "skipped 4 malformed" in alert.message and "epoch 5" in alert.message
+    assert state.counters["malformed_submission"] == 4
+
+
+def test_empty_epoch_reports_zero_batches_once():
+    state = started()
+    query = closed(state)
+    effects = run(state, SubmissionSets(query.query_id, MARKET, 5, []))
+    assert of(effects, ListPush) == []
+    assert [c.body["batchSize"] for c in of(effects, RelayerCall)] == [0]
+
+
+def test_stale_or_repeated_query_result_is_refused():
+    state = started()
+    query = closed(state)
+    answer = SubmissionSets(query.query_id, MARKET, 5, [key("p1", 1)])
+    run(state, answer)
+    [r] = of(run(state, answer), Rejected)
+    assert r.reason == "stale_query_result"
+    [r] = of(run(state, SubmissionSets(999, MARKET, 6, [])), Rejected)
+    assert r.reason == "stale_query_result"
+
+
+def test_day_comes_from_day_started_event_not_wall_time():
+    state = started()
+    run(state, block(101), day_started(101, 42))
+    run(state, epoch_released(101, 5), block(102), block(103), block(104))
+    [query] = of(run(state, block(105)), QuerySubmissionSets)
+    effects = run(state, SubmissionSets(query.query_id, MARKET, 5, [key("p", 9)]))
+    assert [e.key for e in of(effects, IncrementBy)] == [f"SlotSubmissionsKey.{MARKET}.42.9"]
+
+
+def test_go_json_escapes_like_encoding_json():
+    assert go_json({"a<b": ["x&y", "z>\u2028"]}) == '{"a\\u003cb":["x\\u0026y","z\\u003e\\u2028"]}'
+
+
+def test_plan_batches_slot_counts_sorted_by_slot():
+    plan = plan_batches([key("p", 10), key("p", 2), key("q", 2)], 50)
+    assert plan.slot_counts == [(2, 2), (10, 1)]
+    assert len(plan.batches) == 1
