@@ -107,12 +107,20 @@ def decode_event(topics: list[str], data: str) -> Event | Refusal:
     raw = _hex_bytes(data)
     if raw is None:
         return Refusal("malformed_log", f"{name}: data is not 0x-prefixed hex")
-    try:
-        values = abi_decode(types, raw, strict=True)
-    except (DecodingError, ValueError, OverflowError, UnicodeDecodeError) as exc:
-        return Refusal("malformed_log", f"{name}: data does not decode: {type(exc).__name__}")
-    if len(raw) != _static_size(types, raw):
-        return Refusal("malformed_log", f"{name}: {len(raw)} data bytes, trailing bytes")
+    if "string" in types:
+        try:
+            values = abi_decode(types, raw, strict=True)
+        except (DecodingError, ValueError, OverflowError, UnicodeDecodeError) as exc:
+            return Refusal("malformed_log", f"{name}: data does not decode: {type(exc).__name__}")
+        if len(raw) != _string_tail_size(raw):
+            return Refusal("malformed_log", f"{name}: {len(raw)} data bytes, trailing bytes")
+    elif len(raw) == 32 * len(types):
+        # All-uint256 data: exact words. eth_abi costs ~35 us a log here, this ~1 us.
+        values = tuple(int.from_bytes(raw[i : i + 32], "big") for i in range(0, len(raw), 32))
+    else:
+        return Refusal(
+            "malformed_log", f"{name}: {len(raw)} data bytes, expected {32 * len(types)}"
+        )
     indexed = int.from_bytes(words[1], "big") if len(words) > 1 and words[1] is not None else 0
     if indexed > MAX_ID or (name == "DayStartedEvent" and values[0] > MAX_ID):
         return Refusal("malformed_log", f"{name}: epoch or day id above {MAX_ID}")
@@ -125,10 +133,8 @@ def decode_event(topics: list[str], data: str) -> Event | Refusal:
     return DayStarted(market, values[0], values[1])
 
 
-def _static_size(types: tuple[str, ...], raw: bytes) -> int:
-    """The exact encoded length: head words plus, for one trailing string, its padded body."""
-    if "string" not in types:
-        return 32 * len(types)
+def _string_tail_size(raw: bytes) -> int:
+    """The exact encoded length of (string, uint256): head words plus the padded string."""
     offset = int.from_bytes(raw[0:32], "big")
     length = int.from_bytes(raw[offset : offset + 32], "big")
     return offset + 32 + (length + 31) // 32 * 32

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from eth_utils.address import to_checksum_address
 
@@ -22,6 +23,7 @@ def lower_hash(text: str) -> str | None:
     return low if _HEX64.fullmatch(low) else None
 
 
+@lru_cache(maxsize=1024)  # a handful of markets, checksummed on every batch
 def checksum(lc: str) -> str:
     """EIP-55 form of a validated lowercase address (what the finalizer expects)."""
     return str(to_checksum_address(lc))

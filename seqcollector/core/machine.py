@@ -45,7 +45,7 @@ from seqcollector.core.state import (
     load_domain,
 )
 
-_PRUNE_SLACK = 128  # prune history in chunks, not on every block
+_PRUNE_EVERY = 128  # prune history in chunks, not on every block
 _MAX = 2**62  # numbers kept in the state must fit msgpack's 64-bit ints, sums included
 
 
@@ -124,10 +124,12 @@ def _on_tick(state: State, t: Tick, out: list[Effect]) -> None:
 
 def _close_windows(state: State, now: int, first_outside: int, out: list[Effect]) -> None:
     """Close every unqueried window whose deadline is before `now`; blocks < first_outside."""
-    for lc, ms in sorted(state.domain.markets.items()):
+    # markets iterate in config order (sorted at new_state, kept by msgpack): deterministic
+    for lc, ms in state.domain.markets.items():
         due = [w for w in ms.windows.values() if w.query_id is None and w.deadline < now]
-        for w in sorted(due, key=lambda w: w.epoch):
-            _close_window(state, lc, ms, w, first_outside, out)
+        if due:
+            for w in sorted(due, key=lambda w: w.epoch):
+                _close_window(state, lc, ms, w, first_outside, out)
 
 
 def _close_window(
@@ -321,19 +323,22 @@ def _on_rewind(state: State, r: Rewind, out: list[Effect]) -> None:
 
 
 def _prune(state: State) -> None:
-    """Keep enough history for a rewind of max_reorg_depth and for every open window."""
+    """Every _PRUNE_EVERY blocks, drop history no rewind of max_reorg_depth or open window needs."""
     head = state.blocks[-1].number
+    if head % _PRUNE_EVERY:
+        return
     keep_from = head - state.config.max_reorg_depth
     for ms in state.domain.markets.values():
         for w in ms.windows.values():
             if w.query_id is None:
                 keep_from = min(keep_from, w.opened_at)
-    if state.blocks[0].number < keep_from - _PRUNE_SLACK:
+    if state.blocks[0].number < keep_from:
         state.blocks = state.blocks[keep_from - state.blocks[0].number :]
-    snaps, limit = state.snapshots, head - state.config.max_reorg_depth
-    if len(snaps) > _PRUNE_SLACK // 8 and snaps[_PRUNE_SLACK // 8].block < limit:
-        # keep the newest snapshot below the limit: it is the base of the deepest rewind
-        state.snapshots = snaps[bisect_left(snaps, limit, key=lambda s: s.block) - 1 :]
+    # keep the newest snapshot below the limit: it is the base of the deepest rewind
+    limit = head - state.config.max_reorg_depth
+    base = bisect_left(state.snapshots, limit, key=lambda s: s.block) - 1
+    if base > 0:
+        state.snapshots = state.snapshots[base:]
 
 
 # -- reporting ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from seqcollector.config import (
     ConfigError,
@@ -91,9 +91,7 @@ def test_every_field_has_exactly_one_row_and_env_names_are_unique() -> None:
     assert len(names) == len(set(names))
     top = [f for f in msgspec.structs.fields(Settings) if f.name != "sources"]
     groups = {"timeouts", "worker_pool", "features", "monitoring"}
-    expected = sum(
-        len(msgspec.structs.fields(f.type)) if f.name in groups else 1 for f in top
-    )
+    expected = sum(len(msgspec.structs.fields(f.type)) if f.name in groups else 1 for f in top)
     assert len(rows) == expected
     assert all(source == "default" for _, _, source in rows)
 
@@ -233,8 +231,7 @@ def test_timeout_alias_is_the_same_setting() -> None:
 def test_timeout_alias_conflict_is_rejected() -> None:
     err = rejects({"BATCH_PROCESSING_TIMEOUT": "90", "TIMEOUT_BATCH_PROCESSING": "60"})
     assert str(err) == (
-        "BATCH_PROCESSING_TIMEOUT: conflicts with TIMEOUT_BATCH_PROCESSING (90 vs 60); "
-        "set only one"
+        "BATCH_PROCESSING_TIMEOUT: conflicts with TIMEOUT_BATCH_PROCESSING (90 vs 60); set only one"
     )
 
 
@@ -323,7 +320,7 @@ def test_yaml_empty_file_and_null_values(tmp_path: Path) -> None:
 
 
 def test_yaml_lists_may_be_json_strings(tmp_path: Path) -> None:
-    path = write(tmp_path, f"data_market_addresses: '[\"{M1}\", \"{M2}\"]'\n")
+    path = write(tmp_path, f'data_market_addresses: \'["{M1}", "{M2}"]\'\n')
     assert load(path=path).data_market_addresses == (M1.lower(), M2.lower())
 
 
@@ -333,7 +330,8 @@ def test_yaml_lists_may_be_json_strings(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"REWARDS_UPDATE_EPOCH_INTERVAL": "0"}, "REWARDS_UPDATE_EPOCH_INTERVAL: must be >= 1, got 0"),
+        ({"REWARDS_UPDATE_EPOCH_INTERVAL": "0"},
+         "REWARDS_UPDATE_EPOCH_INTERVAL: must be >= 1, got 0"),
         ({"BATCH_SIZE": "0"}, "BATCH_SIZE: must be >= 1, got 0"),
         ({"BATCH_SIZE": "-5"}, "BATCH_SIZE: must be >= 1, got -5"),
         ({"BATCH_SIZE": "abc"}, "BATCH_SIZE: not an integer: 'abc'"),
@@ -352,11 +350,14 @@ def test_yaml_lists_may_be_json_strings(tmp_path: Path) -> None:
         ({"SEQ_START_BLOCK": "-1"}, "SEQ_START_BLOCK: must be >= 0, got -1"),
         ({"SEQ_MAX_REORG_DEPTH": "0"}, "SEQ_MAX_REORG_DEPTH: must be >= 1, got 0"),
         ({"WORKER_POOL_SIZE": "0"}, "WORKER_POOL_SIZE: must be >= 1, got 0"),
-        ({"EVENT_PROCESSING_TIMEOUT": "-1"}, "EVENT_PROCESSING_TIMEOUT: must be > 0 seconds, got -1"),
-        ({"TIMEOUT_EVENT_PROCESSING": "-1"}, "TIMEOUT_EVENT_PROCESSING: must be > 0 seconds, got -1"),
+        ({"EVENT_PROCESSING_TIMEOUT": "-1"},
+         "EVENT_PROCESSING_TIMEOUT: must be > 0 seconds, got -1"),
+        ({"TIMEOUT_EVENT_PROCESSING": "-1"},
+         "TIMEOUT_EVENT_PROCESSING: must be > 0 seconds, got -1"),
         ({"BLOCK_FETCH_TIMEOUT": "0"}, "BLOCK_FETCH_TIMEOUT: must be > 0 seconds, got 0"),
         ({"CONTRACT_QUERY_TIMEOUT": "-30"}, "CONTRACT_QUERY_TIMEOUT: must be > 0 seconds, got -30"),
-        ({"TIMEOUT_REDIS_OPERATION": "-2s"}, "TIMEOUT_REDIS_OPERATION: must be > 0 seconds, got -2"),
+        ({"TIMEOUT_REDIS_OPERATION": "-2s"},
+         "TIMEOUT_REDIS_OPERATION: must be > 0 seconds, got -2"),
         ({"HTTP_TIMEOUT": "soon"},
          "HTTP_TIMEOUT: not a duration in seconds (e.g. 30, 2.5, 500ms, 1m): 'soon'"),
         ({"RPC_MAX_RETRY_DELAY_S": "-1"}, "RPC_MAX_RETRY_DELAY_S: must be >= 0 seconds, got -1"),
@@ -386,9 +387,7 @@ def test_rejected_values(env: dict[str, str], message: str) -> None:
     assert str(rejects(env)) == message
 
 
-@pytest.mark.parametrize(
-    "text", [M1, f"{M1},{M2}", '{"a": 1}', "[1, 2]", '["0xab",', "null"]
-)
+@pytest.mark.parametrize("text", [M1, f"{M1},{M2}", '{"a": 1}', "[1, 2]", '["0xab",', "null"])
 @pytest.mark.parametrize("name", ["DATA_MARKET_ADDRESSES", "RPC_NODES", "ARCHIVE_RPC_NODES"])
 def test_malformed_json_arrays(name: str, text: str) -> None:
     err = rejects({name: text})

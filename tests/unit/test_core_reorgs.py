@@ -72,5 +72,5 @@ def test_history_and_snapshots_stay_bounded():
         run(state, block(n))
         if n % 10 == 0:
             run(state, epoch_released(n, n // 10))
-    assert len(state.blocks) <= 16 + 1 + 128 + 8
-    assert len(state.snapshots) <= 32
+    assert len(state.blocks) <= 16 + 1 + 128
+    assert len(state.snapshots) <= (16 + 128) // 10 + 2
