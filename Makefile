@@ -1,0 +1,36 @@
+# seqcollector: one command to set up, one to test. See README.md.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+FIXTURE := fixtures/journals/one-market.jsonl
+
+.PHONY: setup test lint typecheck unit bench replay fixture clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+setup: $(PY)  ## install every Python dependency (runtime, dev, simulation) into .venv
+	$(PY) -m pip install --quiet -e '.[dev,sim]'
+	@$(BIN)/seqcollector --version
+
+test: lint  ## lint, type-check the core, then every test (unit, property, integration, e2e)
+	$(BIN)/pytest -q -n 2 -p no:cacheprovider
+
+lint:  ## ruff on everything, mypy --strict on the core
+	$(BIN)/ruff check seqcollector sim tests bench
+	$(BIN)/mypy --strict seqcollector/core
+
+bench:  ## benchmarks: figures and ratios against a baseline measured in the same run
+	$(PY) bench/run_all.py
+
+replay:  ## the main job on embedded defaults: replay the fixture journal into the embedded store
+	$(BIN)/seqcollector replay $(FIXTURE)
+
+fixture:  ## regenerate the fixture journal (deterministic; the digest test pins its effects)
+	$(BIN)/seqcollector synth --out $(FIXTURE) --seed 7 --blocks 260 --batch-size 4 \
+		--reorg 1105:6 --attestor
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

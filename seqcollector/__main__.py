@@ -1,0 +1,3 @@
+from seqcollector.cli import main
+
+main()
