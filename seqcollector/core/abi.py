@@ -12,8 +12,6 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 from eth_utils.crypto import keccak
 
-from seqcollector.core.addresses import lower_address
-
 
 def _topic0(signature: str) -> str:
     return "0x" + keccak(text=signature).hex()
@@ -102,8 +100,7 @@ def decode_event(topics: list[str], data: str) -> Event | Refusal:
     assert market_word is not None
     if any(market_word[:12]):
         return Refusal("malformed_log", f"{name}: market topic is not an address")
-    market = lower_address("0x" + market_word[12:].hex())
-    assert market is not None
+    market = "0x" + market_word[12:].hex()
     raw = _hex_bytes(data)
     if raw is None:
         return Refusal("malformed_log", f"{name}: data is not 0x-prefixed hex")
@@ -124,11 +121,11 @@ def decode_event(topics: list[str], data: str) -> Event | Refusal:
     indexed = int.from_bytes(words[1], "big") if len(words) > 1 and words[1] is not None else 0
     if indexed > MAX_ID or (name == "DayStartedEvent" and values[0] > MAX_ID):
         return Refusal("malformed_log", f"{name}: epoch or day id above {MAX_ID}")
-    if topics[0].lower() == EPOCH_RELEASED:
+    if name == "EpochReleased":
         return EpochReleased(market, indexed, values[0], values[1], values[2])
-    if topics[0].lower() == SNAPSHOT_BATCH_SUBMITTED:
+    if name == "SnapshotBatchSubmitted":
         return SnapshotBatchSubmitted(market, values[0], indexed, values[1])
-    if topics[0].lower() == BATCH_SUBMISSIONS_COMPLETED:
+    if name == "BatchSubmissionsCompleted":
         return BatchSubmissionsCompleted(market, indexed, values[0])
     return DayStarted(market, values[0], values[1])
 
