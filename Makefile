@@ -23,7 +23,7 @@ lint:  ## ruff on everything, mypy --strict on the core
 	$(BIN)/mypy --strict seqcollector/core
 
 bench:  ## benchmarks: figures and ratios against a baseline measured in the same run
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run_all
 
 replay:  ## the main job on embedded defaults: replay the fixture journal into the embedded store
 	$(BIN)/seqcollector replay $(FIXTURE)

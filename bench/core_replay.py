@@ -19,8 +19,16 @@ from sim.synthetic import SyntheticWorld, WorldSpec, drive
 
 
 def generate(path: Path, blocks: int) -> None:
-    spec = WorldSpec(seed=11, markets=3, blocks=blocks, epoch_every=10, window_s=30,
-                     projects=3, slots=3, noise_logs=False)
+    spec = WorldSpec(
+        seed=11,
+        markets=3,
+        blocks=blocks,
+        epoch_every=10,
+        window_s=30,
+        projects=3,
+        slots=3,
+        noise_logs=False,
+    )
     world = SyntheticWorld(spec)
     config = world.core_config(batch_size=50)
     with JournalWriter(path, JournalHeader(config=config, meta={"spec": repr(spec)})) as w:
@@ -52,7 +60,10 @@ def run(blocks: int) -> dict[str, float]:
         core_only = time.perf_counter() - t0
         size_mb = path.stat().st_size / 1e6
     return {
-        "blocks": n_blocks, "inputs": n_inputs, "effects": n_effects, "journal_mb": size_mb,
+        "blocks": n_blocks,
+        "inputs": n_inputs,
+        "effects": n_effects,
+        "journal_mb": size_mb,
         "generate_s": gen_s,
         "decode+core blocks/s": n_blocks / with_decode,
         "decode+core inputs/s": n_inputs / with_decode,

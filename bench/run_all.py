@@ -1,0 +1,53 @@
+"""`make bench`: every benchmark, printed as one table with its goal (figures, not tests)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import batch_prep, core_replay
+from sim.redis_server import RedisServer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--blocks", type=int, default=200_000, help="(a) journal length")
+    parser.add_argument("--repeats", type=int, default=5, help="(b) epochs timed, median")
+    args = parser.parse_args()
+    console = Console()
+    table = Table(title="seqcollector benchmarks")
+    for col in ("bench", "figure", "value", "goal"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+
+    console.print(f"(a) core replay: generating a {args.blocks:,}-block journal, 3 markets...")
+    a = core_replay.run(args.blocks)
+    table.add_row("(a) core replay", "blocks / inputs / effects",
+                  f"{a['blocks']:,} / {a['inputs']:,} / {a['effects']:,}", "")
+    table.add_row("", "core blocks/s (decoded inputs)", f"{a['core blocks/s']:,.0f}",
+                  _goal(a["core blocks/s"] >= 50_000, ">= 50,000"))
+    table.add_row("", "core inputs/s", f"{a['core inputs/s']:,.0f}", "")
+    table.add_row("", "JSON decode + core blocks/s", f"{a['decode+core blocks/s']:,.0f}", "")
+    table.add_row("", "JSON decode + core inputs/s", f"{a['decode+core inputs/s']:,.0f}", "")
+
+    console.print("(b) batch preparation: 10,000 keys, 1,000 projects, 500 slots, real Redis...")
+    with RedisServer() as server:
+        b = batch_prep.run(server.url, args.repeats)
+    table.add_row("(b) batch prep", "seqcollector wall ms (median)",
+                  f"{b['seqcollector ms']:,.1f}", "")
+    table.add_row("", "seqcollector Redis round trips", f"{b['seqcollector round trips']:,.0f}",
+                  "O(1)")
+    table.add_row("", "Go-style baseline wall ms", f"{b['go-style baseline ms']:,.1f}", "")
+    table.add_row("", "Go-style round trips", f"{b['go-style round trips']:,.0f}", "")
+    table.add_row("", "speed-up vs baseline", f"{b['speed-up x']:,.1f}x",
+                  _goal(b["speed-up x"] >= 20, ">= 20x"))
+    console.print(table)
+
+
+def _goal(met: bool, text: str) -> str:
+    return f"{text} {'met' if met else 'NOT met'}"
+
+
+if __name__ == "__main__":
+    main()
