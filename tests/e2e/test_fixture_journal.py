@@ -89,9 +89,19 @@ async def test_fixture_replay_on_real_redis(redis_url: str) -> None:
 def test_cli_replay_prints_digest_last_and_writes_the_effects(tmp_path: Path) -> None:
     effects = tmp_path / "effects.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "seqcollector", "replay", str(FIXTURE), "-q",
-         "--effects-out", str(effects)],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "seqcollector",
+            "replay",
+            str(FIXTURE),
+            "-q",
+            "--effects-out",
+            str(effects),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert proc.stdout.splitlines()[-1] == f"digest {DIGEST}"
     assert hashlib.sha256(effects.read_bytes()).hexdigest() == DIGEST
@@ -101,15 +111,17 @@ def test_cli_replay_prints_digest_last_and_writes_the_effects(tmp_path: Path) ->
 
 def test_cli_replay_names_a_bad_journal(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(FIXTURE.read_text().splitlines()[0] + "\n{\"type\":\"block\"}\n")
+    bad.write_text(FIXTURE.read_text().splitlines()[0] + '\n{"type":"block"}\n')
     proc = subprocess.run(
         [sys.executable, "-m", "seqcollector", "replay", str(bad), "-q"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
     assert f"{bad}:2" in proc.stderr and "not a valid input" in proc.stderr
     missing = subprocess.run(
         [sys.executable, "-m", "seqcollector", "replay", str(tmp_path / "nope.jsonl")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
