@@ -154,3 +154,31 @@ def test_arbitrary_topics_and_data_never_raise(data: st.DataObject) -> None:
     for _ in range(data.draw(st.integers(0, 10))):
         step(state, data.draw(garbage_inputs(config)))
     load_state(dump_state(state))  # still serializable
+
+
+def _batch_submitted_log(data: bytes) -> Log:
+    topics = [SNAPSHOT_BATCH_SUBMITTED, "0x" + "00" * 12 + "ab" * 20, "0x" + "00" * 31 + "07"]
+    return Log(PROTOCOL_STATE, topics, _hex(data), 0, "0x" + "00" * 32, 0)
+
+
+@EXAMPLES
+@given(st.text(max_size=100), st.integers(0, 2**256 - 1), st.binary(max_size=200))
+def test_hand_decoding_of_string_uint_agrees_with_eth_abi(
+    cid: str, timestamp: int, noise: bytes
+) -> None:
+    """eth_abi is the oracle for SnapshotBatchSubmitted's (string, uint256) data."""
+    from eth_abi.abi import decode, encode
+
+    from seqcollector.core.abi import Refusal, SnapshotBatchSubmitted, decode_event
+
+    log = _batch_submitted_log(encode(["string", "uint256"], [cid, timestamp]))
+    event = decode_event(log.topics, log.data)
+    assert isinstance(event, SnapshotBatchSubmitted)
+    assert (event.batch_cid, event.timestamp, event.epoch) == (cid, timestamp, 7)
+    for data in (noise, encode(["string", "uint256"], [cid, timestamp])[: len(noise)]):
+        ours = decode_event(_batch_submitted_log(data).topics, _hex(data))
+        if not isinstance(ours, Refusal):  # whatever we accept, eth_abi decodes the same way
+            assert decode(["string", "uint256"], data, strict=True) == (
+                ours.batch_cid,
+                ours.timestamp,
+            )
