@@ -16,7 +16,7 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=200_000, help="(a) journal length")
     parser.add_argument("--repeats", type=int, default=5, help="(b) epochs timed, median")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=110)
     table = Table(title="seqcollector benchmarks")
     for col in ("bench", "figure", "value", "goal"):
         table.add_column(col, justify="right" if col == "value" else "left")

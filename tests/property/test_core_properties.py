@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from seqcollector.core import (
@@ -26,7 +26,7 @@ from seqcollector.core.abi import (
     SNAPSHOT_BATCH_SUBMITTED,
 )
 from seqcollector.core.config import CoreConfig
-from seqcollector.core.effects import Effect
+from seqcollector.core.effects import Effect, Rejected
 from sim.synthetic import PROTOCOL_STATE, SyntheticWorld, WorldSpec, drive
 
 EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -182,3 +182,30 @@ def test_hand_decoding_of_string_uint_agrees_with_eth_abi(
                 ours.batch_cid,
                 ours.timestamp,
             )
+
+
+@EXAMPLES
+@given(world_inputs())
+def test_rewind_restores_the_domain_as_of_its_block(case: tuple[CoreConfig, list[Input]]) -> None:
+    """After Rewind(b), windows, days and pending queries equal what they were when the
+    chain's head was b (the last time, on the branch being kept)."""
+    from seqcollector.core.state import dump_domain
+
+    config, inputs = case
+    state = new_state(config)
+    as_of: dict[int, bytes] = {}
+    for inp in inputs:
+        head_before = state.head
+        _, effects = step(state, inp)
+        too_deep = any(isinstance(e, Rejected) and e.reason == "reorg_too_deep" for e in effects)
+        if (
+            isinstance(inp, Rewind)
+            and head_before is not None
+            and inp.to_block < head_before.number
+            and inp.to_block in as_of
+            and not too_deep
+        ):
+            event("rewind checked")
+            assert dump_domain(state.domain) == as_of[inp.to_block]
+        if state.head is not None:
+            as_of[state.head.number] = dump_domain(state.domain)
