@@ -11,8 +11,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-setup: $(PY)  ## install every Python dependency (runtime, dev, simulation) into .venv
+setup: $(PY)  ## install every Python and npm dependency (.venv, node_modules: solc, anvil)
 	$(PY) -m pip install --quiet -e '.[dev,sim]'
+	npm ci --no-audit --no-fund --loglevel=error
 	@$(BIN)/seqcollector --version
 
 test: lint  ## lint, type-check the core, then every test (unit, property, integration, e2e)
