@@ -65,6 +65,12 @@ class JournalWriter:
     def flush(self) -> None:
         self._file.flush()
 
+    def truncate(self, size: int) -> None:
+        """Drop everything after byte `size` (inputs whose commit failed)."""
+        self._file.flush()
+        self._file.truncate(size)
+        self._file.seek(size)
+
     def close(self) -> None:
         self._file.close()
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
+import redis.asyncio as aioredis
 from eth_abi.abi import encode as abi_encode
 
 from seqcollector.core import keys
@@ -73,6 +74,7 @@ def _hex(data: bytes) -> str:
 class SyntheticWorld:
     spec: WorldSpec
     sets: dict[str, set[str]] = field(default_factory=dict)
+    written: list[tuple[str, str]] = field(default_factory=list)  # (set key, member), in order
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.spec.seed)
@@ -184,7 +186,9 @@ class SyntheticWorld:
 
     def _submit(self, n: int, header: str) -> None:
         for lc, epoch, member in self._planned.get(n, []):
-            self.sets.setdefault(keys.submission_set(lc, epoch, header), set()).add(member)
+            key = keys.submission_set(lc, epoch, header)
+            self.sets.setdefault(key, set()).add(member)
+            self.written.append((key, member))
 
 
 def drive(world: SyntheticWorld, config: CoreConfig) -> Iterator[Input]:
@@ -200,3 +204,33 @@ def drive(world: SyntheticWorld, config: CoreConfig) -> Iterator[Input]:
                 )
                 yield answer
                 step(state, answer)
+
+
+class SyntheticSource:
+    """The world as a live input source: before each input, the submissions made so far are
+    written to Redis exactly as the dequeuer does (SADD, TTL 20 min), in one pipeline."""
+
+    SET_TTL_S = 20 * 60
+
+    def __init__(self, world: SyntheticWorld, redis: aioredis.Redis) -> None:
+        self.world = world
+        self.redis = redis
+        self.chain_head: int | None = world.spec.first_block + world.spec.blocks - 1
+        self._flushed = 0
+
+    async def inputs(self) -> AsyncIterator[Input]:
+        for inp in self.world.inputs():
+            await self._flush()
+            yield inp
+        await self._flush()
+
+    async def _flush(self) -> None:
+        new = self.world.written[self._flushed :]
+        if not new:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, member in new:
+                pipe.sadd(key, member)
+                pipe.expire(key, self.SET_TTL_S)
+            await pipe.execute()
+        self._flushed += len(new)

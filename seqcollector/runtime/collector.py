@@ -1,0 +1,156 @@
+"""The live runtime: source -> bounded stream -> core -> executor, and the outbox dispatcher.
+
+One anyio task group holds the tasks; cancelling it (SIGINT/SIGTERM, or `stop()`) stops
+everything, while a commit in flight is shielded so that the last step lands whole. A group
+of inputs that fails is retried with jittered backoff until it succeeds: nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
+from typing import Protocol
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
+
+from seqcollector.core import Block, Input, Log, Rewind
+from seqcollector.runtime.executor import ConcurrentWriterError
+from seqcollector.runtime.failures import Failure, FailureReporter
+from seqcollector.runtime.outbox import OutboxDispatcher
+from seqcollector.runtime.pipeline import Pipeline, ResumeError
+
+log = structlog.get_logger(__name__)
+
+GROUP_MAX_INPUTS = 500  # inputs committed together when the source is ahead (catch-up)
+STREAM_BUFFER = 2000
+
+
+class InputSource(Protocol):
+    """Where inputs come from: a chain follower, a synthetic chain, a journal."""
+
+    @property
+    def chain_head(self) -> int | None: ...
+
+    def inputs(self) -> AsyncIterator[Input]: ...
+
+
+def _fatal(exc: BaseException) -> bool:
+    return isinstance(exc, ConcurrentWriterError | ResumeError)
+
+
+class Collector:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        source: InputSource,
+        dispatcher: OutboxDispatcher | None = None,
+        reporter: FailureReporter | None = None,
+        dispatch_interval_s: float = 0.2,
+        on_progress: Callable[[int, int | None, float], None] | None = None,
+        stop_when: Callable[[Pipeline], bool] | None = None,
+        handle_signals: bool = True,
+        group_max: int = GROUP_MAX_INPUTS,
+        retry_first_s: float = 0.2,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        self.pipeline = pipeline
+        self.source = source
+        self.dispatcher = dispatcher
+        self.reporter = reporter or FailureReporter()
+        self.dispatch_interval_s = dispatch_interval_s
+        self.on_progress = on_progress
+        self.stop_when = stop_when
+        self.handle_signals = handle_signals
+        self.group_max = group_max
+        self.retry_first_s = retry_first_s
+        self.retry_max_s = retry_max_s
+        self.blocks_applied = 0
+        self._tg: TaskGroup | None = None
+
+    def stop(self) -> None:
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def run(self) -> None:
+        """Run until stopped. Returns after a clean stop; fatal errors propagate."""
+        await self._retrying("resume_pending_queries", None, self.pipeline.resume_queries)
+        send, receive = anyio.create_memory_object_stream[Input](STREAM_BUFFER)
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._produce, send)
+            tg.start_soon(self._consume, receive)
+            if self.dispatcher is not None:
+                tg.start_soon(self.dispatcher.run, self.dispatch_interval_s)
+            if self.handle_signals:
+                tg.start_soon(self._signals)
+        self._tg = None
+
+    async def _produce(self, send: anyio.abc.ObjectSendStream[Input]) -> None:
+        async with send:
+            async for inp in self.source.inputs():
+                await send.send(inp)
+
+    async def _consume(self, receive: MemoryObjectReceiveStream[Input]) -> None:
+        started, blocks_at_start = time.monotonic(), self.blocks_applied
+        async with receive:
+            async for first in receive:
+                group = [first]
+                while len(group) < self.group_max:
+                    try:
+                        group.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                await self._retrying("apply", group, partial(self.pipeline.apply, group))
+                self.blocks_applied += sum(isinstance(i, Block) for i in group)
+                if self.on_progress is not None:
+                    head = self.pipeline.state.head
+                    rate = (self.blocks_applied - blocks_at_start) / max(
+                        time.monotonic() - started, 1e-9
+                    )
+                    self.on_progress(head.number if head else -1, self.source.chain_head, rate)
+                if self.stop_when is not None and self.stop_when(self.pipeline):
+                    self.stop()
+                    return
+        log.info("source_exhausted", seq=self.pipeline.seq)
+        self.stop()  # a finite source (journal, synthetic chain) has been applied whole
+
+    async def _retrying(
+        self, operation: str, group: Sequence[Input] | None, fn: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run `fn` until it succeeds, reporting every failure; fatal errors propagate."""
+        async for attempt in AsyncRetrying(
+            wait=wait_exponential_jitter(
+                multiplier=self.retry_first_s, max=self.retry_max_s, jitter=self.retry_first_s
+            ),
+            retry=retry_if_exception(lambda e: not _fatal(e)),
+            sleep=anyio.sleep,
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    await fn()
+                except Exception as exc:
+                    if not _fatal(exc):
+                        await self.reporter.report(_failure(operation, group, exc))
+                    raise
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("stopping", signal=signal.Signals(signum).name)
+                self.stop()
+                return
+
+
+def _failure(operation: str, group: Sequence[Input] | None, exc: BaseException) -> Failure:
+    blocks = [i.number for i in group or () if isinstance(i, Block)]
+    blocks += [i.block_number for i in group or () if isinstance(i, Log)]
+    blocks += [i.to_block for i in group or () if isinstance(i, Rewind)]
+    error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return Failure(operation, error, block=min(blocks) if blocks else None)

@@ -1,0 +1,68 @@
+"""Structured failures: what failed, for which market/epoch/block, and what to do.
+
+Every failure of the live runtime becomes a `Failure`, logged with structlog and sent (best
+effort, rate limited) to SLACK_REPORTING_URL directly: the outbox lives in Redis, and a
+Redis outage is one of the failures to report.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import httpx
+import msgspec
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+class Failure(msgspec.Struct, frozen=True):
+    operation: str
+    error: str
+    block: int | None = None
+    market: str | None = None
+    epoch: int | None = None
+    action: str = "retrying with backoff; nothing is skipped"
+
+    def message(self) -> str:
+        where = ", ".join(
+            f"{k} {v}"
+            for k, v in (("market", self.market), ("epoch", self.epoch), ("block", self.block))
+            if v is not None
+        )
+        at = f" for {where}" if where else ""
+        return f"{self.operation} failed{at}: {self.error} ({self.action})"
+
+
+class FailureReporter:
+    """Logs every failure; alerts at most once per operation per `alert_every_s`."""
+
+    def __init__(self, alert_url: str = "", alert_every_s: float = 60.0, timeout_s: float = 5.0):
+        self.alert_url = alert_url
+        self.alert_every_s = alert_every_s
+        self.timeout_s = timeout_s
+        self.count = 0
+        self._last_alert: dict[str, float] = {}
+
+    async def report(self, failure: Failure, severity: str = "High") -> None:
+        self.count += 1
+        log.error("failure", **msgspec.structs.asdict(failure))
+        now = time.monotonic()
+        if (
+            not self.alert_url
+            or now - self._last_alert.get(failure.operation, -1e9) < self.alert_every_s
+        ):
+            return
+        self._last_alert[failure.operation] = now
+        body = {
+            "process_name": f"SequencerEventCollector: {failure.operation}",
+            "error_msg": failure.message(),
+            "timestamp": datetime.now(UTC).isoformat(),
+            "severity": severity,
+        }
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+                await client.post(self.alert_url, json=body)
+        except httpx.HTTPError as exc:
+            log.warning("alert_not_sent", operation=failure.operation, error=str(exc))

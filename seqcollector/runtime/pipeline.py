@@ -1,0 +1,194 @@
+"""The step loop shared by live runs and simulations: inputs in, one commit per group.
+
+`Pipeline.apply(group)` steps each input through the core, answers the core's submission-set
+queries from Redis right away (their results become inputs too, journaled in order), writes
+the inputs to the journal, then commits the group's effects, the new state and the
+checkpoint in one MULTI/EXEC. If anything fails before the commit lands, the in-memory state
+and the journal are put back as they were, so the same group can simply be applied again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import anyio
+import msgspec
+import structlog
+
+from seqcollector.core import (
+    CoreConfig,
+    Input,
+    State,
+    SubmissionSets,
+    dump_state,
+    load_state,
+    new_state,
+    pending_queries,
+    step,
+)
+from seqcollector.core.effects import Effect, QuerySubmissionSets
+from seqcollector.journal import (
+    EffectsDigest,
+    JournalError,
+    JournalHeader,
+    JournalWriter,
+    read_header,
+    read_inputs,
+)
+from seqcollector.runtime.executor import RedisExecutor
+
+log = structlog.get_logger(__name__)
+
+
+class ResumeError(Exception):
+    """Stored state, checkpoint and journal do not fit together; the message says why."""
+
+
+class Timeouts(msgspec.Struct, frozen=True):
+    """Seconds. Nested: a child's deadline never outlives its parent's (anyio scopes)."""
+
+    event_processing: float = 30.0
+    batch_preparation: float = 60.0
+    redis_operation: float = 5.0
+
+
+class Pipeline:
+    """Owns the core state, the input sequence number, the executor and the journal."""
+
+    def __init__(
+        self,
+        executor: RedisExecutor,
+        config: CoreConfig,
+        timeouts: Timeouts | None = None,
+        journal: Path | None = None,
+        on_effects: Callable[[Sequence[Effect]], None] | None = None,
+    ) -> None:
+        self.executor = executor
+        self.config = config
+        self.timeouts = timeouts or Timeouts()
+        self.journal_path = journal
+        self.on_effects = on_effects
+        self.state: State = new_state(config)
+        self.seq = 0
+        self.digest: EffectsDigest | None = None
+        self._committed = dump_state(self.state)
+        self._journal: JournalWriter | None = None
+
+    async def open(self) -> None:
+        """Load state and checkpoint; on a resumed record, check the journal against them."""
+        raw, checkpoint = await self.executor.load()
+        if raw is not None and checkpoint is not None:
+            self.state = load_state(raw)
+            self.seq = checkpoint.seq
+            self._committed = raw
+            if self.state.config != self.config:
+                raise ResumeError(
+                    f"namespace {self.executor.namespace!r} holds state for another core "
+                    f"configuration ({self.state.config}); use the same configuration "
+                    "or another namespace"
+                )
+        if self.journal_path is not None:
+            self._open_journal()
+
+    def _open_journal(self) -> None:
+        """Fresh run: a new journal. Resumed run: the journal must replay to the stored state."""
+        path = self.journal_path
+        assert path is not None
+        self.digest = EffectsDigest()
+        if self.seq == 0:
+            self._journal = JournalWriter(path, JournalHeader(config=self.config))
+            return
+        if not path.exists():
+            raise ResumeError(
+                f"--record {path}: the store already holds {self.seq} applied inputs but the "
+                "journal does not exist; record into the journal of the first run, or use a "
+                "new namespace for a new recording"
+            )
+        try:
+            if read_header(path).config != self.config:
+                raise ResumeError(f"--record {path}: the journal is of another configuration")
+            state, kept_bytes = new_state(self.config), 0
+            for n, (_, offset, inp) in enumerate(read_inputs(path), start=1):
+                if n > self.seq:
+                    break
+                self.digest.add(step(state, inp)[1])
+                kept_bytes = offset
+        except JournalError as exc:
+            raise ResumeError(f"--record {path}: {exc}") from None
+        if state.inputs_seen != self.seq or dump_state(state) != self._committed:
+            raise ResumeError(
+                f"--record {path}: the journal holds {state.inputs_seen} of the {self.seq} "
+                "applied inputs, or replays to another state; record into a new namespace"
+            )
+        with path.open("r+b") as f:  # drop inputs written but never committed (a crash)
+            f.truncate(kept_bytes)
+        self._journal = JournalWriter(path, JournalHeader(config=self.config), append=True)
+
+    async def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    async def resume_queries(self) -> None:
+        """Re-issue the queries a crash left unanswered (before any new input)."""
+        queries = pending_queries(self.state)
+        if queries:
+            log.info("resume_pending_queries", count=len(queries))
+            answers: list[Input] = [await self._answer(q) for q in queries]
+            await self.apply(answers)
+
+    async def apply(self, group: Sequence[Input]) -> None:
+        """Step, answer queries, journal and commit `group` as one transaction, or nothing."""
+        if not group:
+            return
+        journal_size = self._journal_size()
+        fed: list[Input] = []
+        effects: list[Effect] = []
+        try:
+            with anyio.fail_after(self.timeouts.event_processing):
+                queue = list(group)
+                while queue:
+                    inp = queue.pop(0)
+                    fed.append(inp)
+                    _, out = step(self.state, inp)
+                    effects.extend(out)
+                    queries = [e for e in out if isinstance(e, QuerySubmissionSets)]
+                    queue[0:0] = [await self._answer(q) for q in queries]
+                if self._journal is not None:
+                    self._journal.write_many(fed)
+                    self._journal.flush()
+                state_bytes = dump_state(self.state)
+                head = self.state.head
+                with (
+                    anyio.CancelScope(shield=True),
+                    anyio.fail_after(self.timeouts.redis_operation),
+                ):
+                    await self.executor.commit(
+                        self.seq + len(fed), head.number if head else None, effects, state_bytes
+                    )
+        except BaseException:
+            self._rollback(journal_size)
+            raise
+        self.seq += len(fed)
+        self._committed = state_bytes
+        if self.digest is not None:
+            self.digest.add(effects)
+        if self.on_effects is not None:
+            self.on_effects(effects)
+
+    async def _answer(self, query: QuerySubmissionSets) -> SubmissionSets:
+        with anyio.fail_after(self.timeouts.batch_preparation):
+            members = await self.executor.read_submission_sets(query.keys)
+        return SubmissionSets(query.query_id, query.market, query.epoch, members)
+
+    def _journal_size(self) -> int | None:
+        if self._journal is None:
+            return None
+        self._journal.flush()
+        return self._journal.path.stat().st_size
+
+    def _rollback(self, journal_size: int | None) -> None:
+        self.state = load_state(self._committed)
+        if self._journal is not None and journal_size is not None:
+            self._journal.truncate(journal_size)
