@@ -128,6 +128,54 @@ def _print_summary(inputs: int, effects: int, commits: int, counters: dict[str, 
     err.print(table)
 
 
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML configuration file; the environment wins over it.",
+)
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write every input to this journal (resumed on restart).",
+)
+@click.option(
+    "--namespace",
+    default="seqcollector",
+    show_default=True,
+    help="Key prefix of the collector's own state, checkpoint and outbox.",
+)
+def run(config_path: str | None, record: Path | None, namespace: str) -> None:
+    """Follow the chain and collect (the Go collector's job), until SIGINT/SIGTERM."""
+    from seqcollector.config import ConfigError, load_settings
+    from seqcollector.runtime.live import run_live
+    from seqcollector.runtime.pipeline import ResumeError
+    from seqcollector.runtime.startup import StartupError
+
+    try:
+        settings = load_settings(config_path).require_chain()
+        if not settings.rpc_nodes:
+            raise ConfigError("RPC_NODES", "no RPC endpoint (set RPC_NODES or PROST_RPC_URL)")
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    try:
+        digest = anyio.run(run_live, settings, namespace, record, err)
+    except (ResumeError, JournalError) as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    except StartupError as exc:
+        _fail(str(exc))
+    except RedisConnectionError as exc:
+        _fail(
+            f"cannot reach Redis at {settings.redis_url()}: {exc}; start it or fix "
+            "REDIS_HOST/REDIS_PORT/SEQ_REDIS_URL"
+        )
+    if digest is not None:
+        click.echo(f"digest {digest}")
+
+
 @main.command("check-config")
 @click.option(
     "--config",

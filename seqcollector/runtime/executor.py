@@ -169,8 +169,14 @@ class RedisExecutor:
             self._cached = None  # outcome unknown: read the checkpoint next time
             raise
         if rejected:
-            log.error("commit_partly_rejected", namespace=self.namespace, seq=seq,
-                      block=block, errors=rejected[:10], error_count=len(rejected))
+            log.error(
+                "commit_partly_rejected",
+                namespace=self.namespace,
+                seq=seq,
+                block=block,
+                errors=rejected[:10],
+                error_count=len(rejected),
+            )
             raise CommitPartlyRejected(self.namespace, seq, block, rejected)
         return applied
 
@@ -234,9 +240,7 @@ class RedisExecutor:
         self._cached = _CachedCheckpoint(raw=encode_record(record), record=record)
         return True, [str(r) for r in replies if isinstance(r, Exception)]
 
-    async def _landed_after_watch_error(
-        self, seq: int, block: int | None, state: bytes
-    ) -> bool:
+    async def _landed_after_watch_error(self, seq: int, block: int | None, state: bytes) -> bool:
         """After a WatchError: True if the stored step is ours (the EXEC ran, its reply was
         lost); False if nothing changed (retry). Raises if another writer moved on."""
         expected = self._cached

@@ -172,8 +172,13 @@ class OutboxDispatcher:
     async def _deliver(self, entry: OutboxEntry) -> bool:
         """POST one entry with retries -> True once answered with HTTP 200."""
         if isinstance(entry, Alert) and not self._alert_url:
-            self._log.warning("alert_not_sent_no_url", id=entry.id, step=entry.step,
-                              severity=entry.severity, message=entry.message)
+            self._log.warning(
+                "alert_not_sent_no_url",
+                id=entry.id,
+                step=entry.step,
+                severity=entry.severity,
+                message=entry.message,
+            )
             self.alerts_dropped += 1
             return True
         if isinstance(entry, RelayerCall) and not self._relayer_url:
@@ -192,8 +197,13 @@ class OutboxDispatcher:
                 with attempt:
                     await self._post_once(url, body, entry.id)
         except _RETRYABLE as exc:
-            self._log.warning("outbox_delivery_failed", id=entry.id, url=url,
-                              attempts=self._max_attempts, error=str(exc) or repr(exc))
+            self._log.warning(
+                "outbox_delivery_failed",
+                id=entry.id,
+                url=url,
+                attempts=self._max_attempts,
+                error=str(exc) or repr(exc),
+            )
             return False
         self._log.info("outbox_delivered", id=entry.id, url=url)
         return True
@@ -223,13 +233,15 @@ class OutboxDispatcher:
                 )
         except _RETRYABLE as exc:
             self.failed_attempts += 1
-            self._log.info("outbox_attempt_failed", id=entry_id, url=url,
-                           error=str(exc) or repr(exc))
+            self._log.info(
+                "outbox_attempt_failed", id=entry_id, url=url, error=str(exc) or repr(exc)
+            )
             raise
         if response.status_code != 200:
             self.failed_attempts += 1
-            self._log.info("outbox_attempt_failed", id=entry_id, url=url,
-                           status=response.status_code)
+            self._log.info(
+                "outbox_attempt_failed", id=entry_id, url=url, status=response.status_code
+            )
             raise DeliveryRejected(url, response.status_code, response.text)
 
     async def _remove(self, entry_id: bytes) -> None:

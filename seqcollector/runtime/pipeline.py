@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
-import msgspec
 import structlog
 
+from seqcollector.config import Timeouts
 from seqcollector.core import (
     CoreConfig,
     Input,
@@ -43,14 +43,6 @@ log = structlog.get_logger(__name__)
 
 class ResumeError(Exception):
     """Stored state, checkpoint and journal do not fit together; the message says why."""
-
-
-class Timeouts(msgspec.Struct, frozen=True):
-    """Seconds. Nested: a child's deadline never outlives its parent's (anyio scopes)."""
-
-    event_processing: float = 30.0
-    batch_preparation: float = 60.0
-    redis_operation: float = 5.0
 
 
 class Pipeline:
@@ -139,7 +131,11 @@ class Pipeline:
             await self.apply(answers)
 
     async def apply(self, group: Sequence[Input]) -> None:
-        """Step, answer queries, journal and commit `group` as one transaction, or nothing."""
+        """Step, answer queries, journal and commit `group` as one transaction, or nothing.
+
+        Deadlines nest (anyio): the batch-preparation read and the Redis commit can never
+        outlive the event-processing deadline of the whole group.
+        """
         if not group:
             return
         journal_size = self._journal_size()
