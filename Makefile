@@ -33,5 +33,9 @@ fixture:  ## regenerate the fixture journal (deterministic; the digest test pins
 	$(BIN)/seqcollector synth --out $(FIXTURE) --seed 7 --blocks 260 --batch-size 4 \
 		--reorg 1105:6 --attestor
 
+.PHONY: contracts
+contracts:  ## recompile fixtures/contracts/ProtocolState.sol into ProtocolState.json (solc-js)
+	node fixtures/contracts/compile.mjs
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

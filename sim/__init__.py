@@ -1,1 +1,2 @@
-"""Simulated worlds that drive seqcollector: synthetic chains (fast mode) and, later, eth-tester."""
+"""Simulated worlds that drive seqcollector: a synthetic chain (fast mode), an eth-tester
+chain with the ProtocolState fixture, a private anvil and redis-server, a faulty RPC proxy."""

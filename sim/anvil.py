@@ -95,7 +95,7 @@ class Anvil:
                 args += ["--block-time", str(self._block_time)]
             if self._timestamp is not None:
                 args += ["--timestamp", str(self._timestamp)]
-            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             url = f"http://127.0.0.1:{port}"
             if self._wait(proc, url):
                 self._proc, self.port, self.url = proc, port, url
