@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
@@ -17,6 +13,8 @@ from seqcollector.core.effects import Alert, Effect, RelayerCall
 from seqcollector.runtime.executor import RedisExecutor
 from seqcollector.runtime.layout import StoreLayout
 from seqcollector.runtime.outbox import OutboxDispatcher
+from sim.relayer import Recorded
+from sim.relayer import Relayer as FakeEndpoints
 
 pytestmark = pytest.mark.anyio
 
@@ -24,88 +22,20 @@ NS = "test"
 TOKEN = "s3cret"
 
 
-@dataclass
-class Recorded:
-    path: str
-    content_type: str
-    body: dict[str, Any]
-
-
-@dataclass
-class FakeEndpoints:
-    """What the HTTP server received, and how it should misbehave.
-
-    `fail_next`: answer the next N requests (whose path starts with `fail_path`) with 500.
-    `stall_s`: wait this long before answering (cut short at teardown).
-    """
-
-    url: str = ""
-    requests: list[Recorded] = field(default_factory=list)
-    fail_next: int = 0
-    fail_path: str = "/"
-    stall_s: float = 0.0
-    released: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def paths(self) -> list[str]:
-        with self.lock:
-            return [r.path for r in self.requests]
-
-
-def _handler(endpoints: FakeEndpoints) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            body = json.loads(self.rfile.read(length))
-            with endpoints.lock:
-                endpoints.requests.append(
-                    Recorded(self.path, self.headers.get("Content-Type", ""), body)
-                )
-                fail = endpoints.fail_next > 0 and self.path.startswith(endpoints.fail_path)
-                if fail:
-                    endpoints.fail_next -= 1
-                stall = endpoints.stall_s
-            if stall:
-                endpoints.released.wait(stall)
-            status = 500 if fail else 200
-            reply = b'{"error":"injected"}' if fail else b'{"success":true}'
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up on a stalled request
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
 @pytest.fixture
 def endpoints() -> Iterator[FakeEndpoints]:
-    state = FakeEndpoints()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        state.released.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with FakeEndpoints() as relayer:
+        yield relayer
 
 
 def dispatcher(
     backend: Any, endpoints: FakeEndpoints, alert_url: str | None = None, **kwargs: Any
 ) -> OutboxDispatcher:
     settings: dict[str, Any] = {
-        "max_attempts": 3, "backoff_initial_s": 0.01, "backoff_max_s": 0.02, **kwargs
+        "max_attempts": 3,
+        "backoff_initial_s": 0.01,
+        "backoff_max_s": 0.02,
+        **kwargs,
     }
     return OutboxDispatcher(
         backend.client(),
@@ -208,8 +138,9 @@ async def test_stalled_endpoint_times_out_and_is_retried_later(
 
 
 async def test_alert_payload(redis_backend: Any, endpoints: FakeEndpoints) -> None:
-    alert = Alert(id="a:1", step="BatchPreparation", message="epoch 9: 2 malformed keys",
-                  severity="Medium")
+    alert = Alert(
+        id="a:1", step="BatchPreparation", message="epoch 9: 2 malformed keys", severity="Medium"
+    )
     await commit_steps(redis_backend, [alert])
 
     async with dispatcher(redis_backend, endpoints) as outbox:
@@ -264,8 +195,11 @@ async def test_failing_relayer_does_not_hold_back_alerts(
 ) -> None:
     await commit_steps(
         redis_backend,
-        [batch_size_call(1), Alert(id="a:1", step="s", message="m", severity="High"),
-         batch_size_call(2)],
+        [
+            batch_size_call(1),
+            Alert(id="a:1", step="s", message="m", severity="High"),
+            batch_size_call(2),
+        ],
     )
     endpoints.fail_next, endpoints.fail_path = 100, "/submit"
 
@@ -282,6 +216,7 @@ async def test_crash_before_marking_done_repeats_the_call(
     await commit_steps(redis_backend, [batch_size_call(1)])
 
     async with dispatcher(redis_backend, endpoints) as outbox:
+
         async def crash(entry_id: bytes) -> None:
             raise ConnectionError("redis went away")
 
@@ -295,9 +230,7 @@ async def test_crash_before_marking_done_repeats_the_call(
     assert await pending_ids(redis_backend) == []
 
 
-async def test_run_delivers_until_cancelled(
-    redis_backend: Any, endpoints: FakeEndpoints
-) -> None:
+async def test_run_delivers_until_cancelled(redis_backend: Any, endpoints: FakeEndpoints) -> None:
     async with dispatcher(redis_backend, endpoints) as outbox, anyio.create_task_group() as tg:
         tg.start_soon(outbox.run, 0.01)
         await commit_steps(redis_backend, [batch_size_call(1)], [batch_size_call(2)])

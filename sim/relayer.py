@@ -1,0 +1,108 @@
+"""A tx relayer (and alert sink) served over HTTP on loopback: records calls, can fail.
+
+`with Relayer() as relayer:` -> `relayer.url`; `relayer.requests` holds every POST (path,
+content type, JSON body). `fail_next` answers the next N requests under `fail_path` with 500;
+`stall_s` holds every answer that long (released at exit); `fail_rate` with a seed fails at
+random, reproducibly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+
+@dataclass
+class Recorded:
+    path: str
+    content_type: str
+    body: dict[str, Any]
+
+
+@dataclass
+class Relayer:
+    """What the HTTP server received, and how it should misbehave."""
+
+    url: str = ""
+    requests: list[Recorded] = field(default_factory=list)
+    fail_next: int = 0
+    fail_path: str = "/"
+    fail_rate: float = 0.0
+    seed: int = 0
+    stall_s: float = 0.0
+    released: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [r.path for r in self.requests]
+
+    def bodies(self, path: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r.body for r in self.requests if r.path == path]
+
+    def _should_fail(self, path: str) -> bool:
+        with self.lock:
+            if self.fail_next > 0 and path.startswith(self.fail_path):
+                self.fail_next -= 1
+                return True
+            return self._rng.random() < self.fail_rate
+
+    def __enter__(self) -> Relayer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.released.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def _handler(relayer: Relayer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = json.loads(self.rfile.read(length))
+            fail = relayer._should_fail(self.path)
+            with relayer.lock:
+                relayer.requests.append(
+                    Recorded(self.path, self.headers.get("Content-Type", ""), body)
+                )
+                stall = relayer.stall_s
+            if stall:
+                relayer.released.wait(stall)
+            status = 500 if fail else 200
+            reply = b'{"error":"injected"}' if fail else b'{"success":true}'
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up on a stalled request
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
