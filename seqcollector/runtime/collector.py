@@ -29,6 +29,7 @@ log = structlog.get_logger(__name__)
 
 GROUP_MAX_INPUTS = 500  # inputs committed together when the source is ahead (catch-up)
 STREAM_BUFFER = 2000
+FINAL_DELIVERY_S = 2.0  # on stop, relayer calls still pending get this long (stop is <= 10 s)
 
 
 class InputSource(Protocol):
@@ -90,6 +91,9 @@ class Collector:
             if self.handle_signals:
                 tg.start_soon(self._signals)
         self._tg = None
+        if self.dispatcher is not None:  # a last, bounded pass: what is left waits in Redis
+            with anyio.move_on_after(FINAL_DELIVERY_S):
+                await self.dispatcher.deliver_pending()
 
     async def _produce(self, send: anyio.abc.ObjectSendStream[Input]) -> None:
         async with send:
