@@ -314,6 +314,7 @@ def _on_rewind(state: State, r: Rewind, out: list[Effect]) -> None:
         for ms in state.domain.markets.values():
             for epoch in [e for e, w in ms.windows.items() if w.opened_at > r.to_block]:
                 del ms.windows[epoch]
+        state.snapshots = base  # snapshots above the rewind belong to the orphaned branch
         state.dirty = True
         return
     state.domain = load_domain(base[-1].domain)

@@ -74,3 +74,17 @@ def test_history_and_snapshots_stay_bounded():
             run(state, epoch_released(n, n // 10))
     assert len(state.blocks) <= 16 + 1 + 128
     assert len(state.snapshots) <= (16 + 128) // 10 + 2
+
+
+def test_a_too_deep_reorg_drops_the_orphaned_branch_snapshots():
+    """Snapshots stay sorted and on the kept branch (pruning bisects them)."""
+    state = started(window=60, max_reorg_depth=3)
+    run(state, block(101), block(102), epoch_released(102, 1), block(103), block(104))
+    assert [s.block for s in state.snapshots] == [99, 102]
+    run(state, Rewind(100))  # too deep
+    assert [s.block for s in state.snapshots] == [99]
+    run(state, block(101, branch=1, parent_branch=0), block(102, branch=1))
+    blocks = [s.block for s in state.snapshots]
+    assert blocks == sorted(blocks) == [99, 100]
+    run(state, block(103, branch=1), Rewind(101))
+    assert state.domain.markets[MARKET].windows == {}
