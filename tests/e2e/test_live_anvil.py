@@ -5,7 +5,7 @@ restart; a reorg; a faulty RPC endpoint in front of the node."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,10 +43,12 @@ def relayer() -> Iterator[Relayer]:
 
 
 @pytest.fixture
-async def world(anvil: Anvil, redis_url: str) -> LiveWorld:
+async def world(anvil: Anvil, redis_url: str) -> AsyncIterator[LiveWorld]:
     w = LiveWorld(anvil, redis_url)
     await w.deploy(epochs_in_a_day=3)
-    return w
+    yield w
+    await w.w3.provider.disconnect()
+    w.redis.close()
 
 
 async def release_with_submissions(world: LiveWorld, epoch_count: int) -> list[tuple[str, int]]:
