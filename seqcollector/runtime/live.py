@@ -21,6 +21,7 @@ from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.progress import CatchUpProgress
 from seqcollector.runtime.startup import check_contract, read_market_params
+from seqcollector.runtime.workers import WorkerPool
 from seqcollector.sources.follower import ChainFollower
 from seqcollector.sources.rpc import RpcPool
 
@@ -36,7 +37,12 @@ async def run_live(
     reporter = FailureReporter(settings.slack_reporting_url)
     async with RpcPool(settings.rpc_nodes, request_timeout_s=settings.timeouts.block_fetch) as pool:
         await check_contract(pool.request, config.protocol_state)
-        pipeline = Pipeline(RedisExecutor(redis, namespace), config, settings.timeouts, record)
+        workers = WorkerPool(
+            "batch preparation", settings.worker_pool.size, settings.worker_pool.acquisition_timeout
+        )
+        pipeline = Pipeline(
+            RedisExecutor(redis, namespace), config, settings.timeouts, record, workers=workers
+        )
         await pipeline.open()
         if not settings.attestor_queue_push_enabled:
             await redis.delete("attestorQueue")  # the Go collector's start-up rule

@@ -37,6 +37,7 @@ from seqcollector.journal import (
     read_inputs,
 )
 from seqcollector.runtime.executor import RedisExecutor
+from seqcollector.runtime.workers import WorkerPool
 
 log = structlog.get_logger(__name__)
 
@@ -55,12 +56,14 @@ class Pipeline:
         timeouts: Timeouts | None = None,
         journal: Path | None = None,
         on_effects: Callable[[Sequence[Effect]], None] | None = None,
+        workers: WorkerPool | None = None,
     ) -> None:
         self.executor = executor
         self.config = config
         self.timeouts = timeouts or Timeouts()
         self.journal_path = journal
         self.on_effects = on_effects
+        self.workers = workers or WorkerPool("batch preparation", 4, 5.0)
         self.state: State = new_state(config)
         self.seq = 0
         self.digest: EffectsDigest | None = None
@@ -127,14 +130,14 @@ class Pipeline:
         queries = pending_queries(self.state)
         if queries:
             log.info("resume_pending_queries", count=len(queries))
-            answers: list[Input] = [await self._answer(q) for q in queries]
-            await self.apply(answers)
+            await self.apply(await self._answer_all(queries))
 
     async def apply(self, group: Sequence[Input]) -> None:
         """Step, answer queries, journal and commit `group` as one transaction, or nothing.
 
-        Deadlines nest (anyio): the batch-preparation read and the Redis commit can never
-        outlive the event-processing deadline of the whole group.
+        Deadlines nest (anyio): event processing (the group) > batch preparation (all the
+        windows closed by one input) > market processing (one window's read); the Redis
+        commit has its own deadline inside the group's. A child never outlives its parent.
         """
         if not group:
             return
@@ -150,7 +153,7 @@ class Pipeline:
                     _, out = step(self.state, inp)
                     effects.extend(out)
                     queries = [e for e in out if isinstance(e, QuerySubmissionSets)]
-                    queue[0:0] = [await self._answer(q) for q in queries]
+                    queue[0:0] = await self._answer_all(queries)
                 if self._journal is not None:
                     self._journal.write_many(fed)
                     self._journal.flush()
@@ -173,10 +176,25 @@ class Pipeline:
         if self.on_effects is not None:
             self.on_effects(effects)
 
-    async def _answer(self, query: QuerySubmissionSets) -> SubmissionSets:
-        with anyio.fail_after(self.timeouts.batch_preparation):
-            members = await self.executor.read_submission_sets(query.keys)
-        return SubmissionSets(query.query_id, query.market, query.epoch, members)
+    async def _answer_all(self, queries: Sequence[QuerySubmissionSets]) -> list[Input]:
+        """Read the sets of several windows (markets) at once, each on a pool worker; the
+        answers keep the queries' order, so the journal does not depend on timing."""
+        answers: list[Input | None] = [None] * len(queries)
+
+        async def answer(i: int, query: QuerySubmissionSets) -> None:
+            async with self.workers.worker(f"market {query.market} epoch {query.epoch}"):
+                with anyio.fail_after(self.timeouts.market_processing):
+                    members = await self.executor.read_submission_sets(query.keys)
+            answers[i] = SubmissionSets(query.query_id, query.market, query.epoch, members)
+
+        try:
+            with anyio.fail_after(self.timeouts.batch_preparation):
+                async with anyio.create_task_group() as tg:
+                    for i, query in enumerate(queries):
+                        tg.start_soon(answer, i, query)
+        except BaseExceptionGroup as group:  # report the cause, not the task group
+            raise _first_leaf(group) from group
+        return [a for a in answers if a is not None]
 
     def _journal_size(self) -> int | None:
         if self._journal is None:
@@ -188,3 +206,8 @@ class Pipeline:
         self.state = load_state(self._committed)
         if self._journal is not None and journal_size is not None:
             self._journal.truncate(journal_size)
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -139,7 +139,11 @@ async def test_outbox_entries_are_stored_in_emission_order(redis_backend: Any) -
     assert [p.decode() for p in pending] == ["r:b", "alert:1", "r:a", "r:c", "r:d"]
     stored = await client.hgetall(KEYS.outbox)
     assert {k.decode(): decode_entry(v) for k, v in stored.items()} == {
-        "r:a": call_a, "r:b": call_b, "r:c": call_c, "r:d": call_d, "alert:1": alert,
+        "r:a": call_a,
+        "r:b": call_b,
+        "r:c": call_c,
+        "r:d": call_d,
+        "alert:1": alert,
     }
 
 
