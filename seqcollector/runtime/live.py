@@ -7,11 +7,13 @@ checkpoint, with the recent block hashes the core holds, so reorgs across a rest
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis.asyncio as aioredis
 import structlog
 from rich.console import Console
+from web3.providers.async_base import AsyncBaseProvider
 
 from seqcollector.config import Settings
 from seqcollector.runtime.collector import Collector
@@ -29,13 +31,23 @@ log = structlog.get_logger(__name__)
 
 
 async def run_live(
-    settings: Settings, namespace: str, record: Path | None, console: Console
+    settings: Settings,
+    namespace: str,
+    record: Path | None,
+    console: Console,
+    *,
+    providers: Sequence[AsyncBaseProvider] = (),
+    stop_when: Callable[[Pipeline], bool] | None = None,
+    handle_signals: bool = True,
 ) -> str | None:
-    """Run until SIGINT/SIGTERM; returns the recorded journal's effects digest (if any)."""
+    """Run until SIGINT/SIGTERM (or `stop_when`); returns the recorded journal's effects
+    digest, if recording. `providers` add in-process nodes (eth-tester) to RPC_NODES."""
     config = settings.core_config()
     redis = aioredis.Redis.from_url(settings.redis_url())
     reporter = FailureReporter(settings.slack_reporting_url)
-    async with RpcPool(settings.rpc_nodes, request_timeout_s=settings.timeouts.block_fetch) as pool:
+    async with RpcPool(
+        settings.rpc_nodes, request_timeout_s=settings.timeouts.block_fetch, providers=providers
+    ) as pool:
         await check_contract(pool.request, config.protocol_state)
         workers = WorkerPool(
             "batch preparation", settings.worker_pool.size, settings.worker_pool.acquisition_timeout
@@ -75,7 +87,13 @@ async def run_live(
         )
         with CatchUpProgress(console) as progress:
             collector = Collector(
-                pipeline, follower, dispatcher, reporter, on_progress=progress.update
+                pipeline,
+                follower,
+                dispatcher,
+                reporter,
+                on_progress=progress.update,
+                stop_when=stop_when,
+                handle_signals=handle_signals,
             )
             try:
                 await collector.run()

@@ -14,6 +14,8 @@ from livekit import MARKETS, TOKEN, CollectorProcess, LiveWorld
 
 from seqcollector.core.addresses import checksum
 from seqcollector.core.state import load_state
+from seqcollector.runtime.executor import embedded_redis
+from seqcollector.runtime.replay import replay_journal
 from sim.anvil import Anvil, AnvilMissing, rpc
 from sim.relayer import Relayer
 from sim.rpc_proxy import RpcProxy
@@ -141,6 +143,10 @@ async def test_kill_9_mid_window_then_restart_batches_every_epoch_once(
     assert len(world.queue()) == sum(
         len(world.expected_queue(m, e, BATCH_SIZE)) for m, e in released
     )
+    # the journal recorded across four processes replays to the digest of what they applied
+    printed = [line for line in collector.log().splitlines() if line.startswith("digest ")]
+    replayed = await replay_journal(journal, embedded_redis(), "replay")
+    assert printed[-1] == f"digest {replayed.digest}"
 
 
 async def test_reorg_converges_to_the_canonical_chain(
@@ -206,3 +212,19 @@ async def test_faulty_and_lagging_endpoints_fail_over_and_miss_nothing(
         assert faulty.faults["http_500"] > 0 and faulty.faults["stall"] > 0
     check_batches(world, released, relayer)
     check_block_hashes(world, head)
+
+
+async def test_start_up_errors_are_one_clear_line(
+    world: LiveWorld, relayer: Relayer, tmp_path: Path
+) -> None:
+    no_code = "0x" + "99" * 20
+    proc = CollectorProcess(
+        world, relayer.url, tmp_path / "bad.log", extra_env={"PROTOCOL_STATE_CONTRACT": no_code}
+    ).start()
+    assert proc.proc is not None and proc.proc.wait(timeout=30) == 1
+    assert "no contract code on this chain" in proc.log() and checksum(no_code) in proc.log()
+    proc = CollectorProcess(
+        world, relayer.url, tmp_path / "bad2.log", extra_env={"REWARDS_UPDATE_EPOCH_INTERVAL": "0"}
+    ).start()
+    assert proc.proc is not None and proc.proc.wait(timeout=30) == 2
+    assert "REWARDS_UPDATE_EPOCH_INTERVAL" in proc.log()
