@@ -181,6 +181,4 @@ class ProtocolStateClient:
         return await self._view("eligibleNodesForDay", to_checksum_address(market), day)
 
     async def slot_submission_count(self, market: str, slot_id: int, day: int) -> int:
-        return await self._view(
-            "slotSubmissionCount", to_checksum_address(market), slot_id, day
-        )
+        return await self._view("slotSubmissionCount", to_checksum_address(market), slot_id, day)

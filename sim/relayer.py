@@ -22,6 +22,7 @@ class Recorded:
     path: str
     content_type: str
     body: dict[str, Any]
+    ok: bool = True  # answered 200 (a 500 was injected otherwise)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Relayer:
     fail_rate: float = 0.0
     seed: int = 0
     stall_s: float = 0.0
+    failures: int = 0
     released: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -55,12 +57,20 @@ class Relayer:
         with self.lock:
             return [r.body for r in self.requests if r.path == path]
 
+    def answered(self, path: str) -> list[tuple[dict[str, Any], bool]]:
+        """(body, answered 200) for each request to `path`."""
+        with self.lock:
+            return [(r.body, r.ok) for r in self.requests if r.path == path]
+
     def _should_fail(self, path: str) -> bool:
         with self.lock:
             if self.fail_next > 0 and path.startswith(self.fail_path):
                 self.fail_next -= 1
-                return True
-            return self._rng.random() < self.fail_rate
+                fail = True
+            else:
+                fail = self._rng.random() < self.fail_rate
+            self.failures += fail
+            return fail
 
     def __enter__(self) -> Relayer:
         self._thread.start()
@@ -86,7 +96,7 @@ def _handler(relayer: Relayer) -> type[BaseHTTPRequestHandler]:
             fail = relayer._should_fail(self.path)
             with relayer.lock:
                 relayer.requests.append(
-                    Recorded(self.path, self.headers.get("Content-Type", ""), body)
+                    Recorded(self.path, self.headers.get("Content-Type", ""), body, not fail)
                 )
                 stall = relayer.stall_s
             if stall:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -95,6 +95,14 @@ class SyntheticWorld:
         for key in query.keys:
             found |= self.sets.get(key, set())
         return sorted(found)
+
+    def canonical_hash(self, number: int) -> str | None:
+        """The hash of block `number` on the branch the chain ended on (None: not reached)."""
+        return self._hashes.get(number)
+
+    def release_block(self, market_index: int, epoch: int) -> int:
+        """Where the epoch manager releases `epoch` of a market (the same on every branch)."""
+        return self.spec.first_block + market_index + (epoch - 1) * self.spec.epoch_every
 
     # -- the chain ------------------------------------------------------------------------
 
@@ -218,11 +226,20 @@ class SyntheticSource:
         self.chain_head: int | None = world.spec.first_block + world.spec.blocks - 1
         self._flushed = 0
 
-    async def inputs(self) -> AsyncIterator[Input]:
+    async def units(self) -> AsyncGenerator[list[Input], None]:
+        """`[Rewind]`, `[MarketParams...]` or `[Block, *logs]`, submissions flushed first."""
+        unit: list[Input] = []
         for inp in self.world.inputs():
-            await self._flush()
-            yield inp
+            if unit and isinstance(inp, Block | Rewind | MarketParams) and not (
+                isinstance(inp, MarketParams) and isinstance(unit[-1], MarketParams)
+            ):
+                await self._flush()
+                yield unit
+                unit = []
+            unit.append(inp)
         await self._flush()
+        if unit:
+            yield unit
 
     async def _flush(self) -> None:
         new = self.world.written[self._flushed :]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from functools import partial
 from typing import Protocol
 
@@ -33,16 +34,22 @@ FINAL_DELIVERY_S = 2.0  # on stop, relayer calls still pending get this long (st
 
 
 class InputSource(Protocol):
-    """Where inputs come from: a chain follower, a synthetic chain, a journal."""
+    """Where inputs come from: a chain follower, a synthetic chain, a journal.
+
+    `units()` yields the inputs in units that are committed whole: `[Rewind]` or
+    `[Block, *its logs]`, so that a block is never applied without its logs.
+    """
 
     @property
     def chain_head(self) -> int | None: ...
 
-    def inputs(self) -> AsyncIterator[Input]: ...
+    def units(self) -> AsyncGenerator[Sequence[Input], None]: ...
 
 
 def _fatal(exc: BaseException) -> bool:
-    return isinstance(exc, ConcurrentWriterError | ResumeError)
+    """Not worth a retry: a misconfiguration, a second writer, or no Exception at all
+    (cancellation, KeyboardInterrupt, a simulated crash)."""
+    return not isinstance(exc, Exception) or isinstance(exc, ConcurrentWriterError | ResumeError)
 
 
 class Collector:
@@ -81,7 +88,7 @@ class Collector:
     async def run(self) -> None:
         """Run until stopped. Returns after a clean stop; fatal errors propagate."""
         await self._retrying("resume_pending_queries", None, self.pipeline.resume_queries)
-        send, receive = anyio.create_memory_object_stream[Input](STREAM_BUFFER)
+        send, receive = anyio.create_memory_object_stream[Sequence[Input]](STREAM_BUFFER)
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._produce, send)
@@ -95,19 +102,19 @@ class Collector:
             with anyio.move_on_after(FINAL_DELIVERY_S):
                 await self.dispatcher.deliver_pending()
 
-    async def _produce(self, send: anyio.abc.ObjectSendStream[Input]) -> None:
-        async with send:
-            async for inp in self.source.inputs():
-                await send.send(inp)
+    async def _produce(self, send: anyio.abc.ObjectSendStream[Sequence[Input]]) -> None:
+        async with send, aclosing(self.source.units()) as units:
+            async for unit in units:
+                await send.send(unit)
 
-    async def _consume(self, receive: MemoryObjectReceiveStream[Input]) -> None:
+    async def _consume(self, receive: MemoryObjectReceiveStream[Sequence[Input]]) -> None:
         started, blocks_at_start = time.monotonic(), self.blocks_applied
         async with receive:
             async for first in receive:
-                group = [first]
-                while len(group) < self.group_max:
+                group = list(first)
+                while len(group) < self.group_max:  # units already waiting join the group
                     try:
-                        group.append(receive.receive_nowait())
+                        group.extend(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 await self._retrying("apply", group, partial(self.pipeline.apply, group))

@@ -166,7 +166,9 @@ class Pipeline:
                     await self.executor.commit(
                         self.seq + len(fed), head.number if head else None, effects, state_bytes
                     )
-        except BaseException:
+        except (Exception, anyio.get_cancelled_exc_class()):
+            # The group did not land (or its outcome is unknown: the retry's commit tells).
+            # Anything else (a simulated process death) leaves everything as a crash would.
             self._rollback(journal_size)
             raise
         self.seq += len(fed)

@@ -25,7 +25,8 @@ topic0s in block n, by log index. Only blocks up to `head - confirmations` are p
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from functools import partial
 from typing import TypeVar
 
@@ -103,8 +104,16 @@ class ChainFollower:
         self.refetches = 0
 
     async def inputs(self) -> AsyncIterator[Block | Log | Rewind]:
-        """The inputs, forever (until the consumer stops iterating). Iterate once per
-        follower: a restart builds a new one with the core's `known` blocks."""
+        """The inputs one by one, in chain order (see `units`)."""
+        async with aclosing(self.units()) as units:  # stopping early closes it now
+            async for unit in units:
+                for inp in unit:
+                    yield inp
+
+    async def units(self) -> AsyncGenerator[list[Block | Log | Rewind], None]:
+        """Forever (until the consumer stops iterating): `[Rewind]`, or `[Block, *its logs]`,
+        each to be committed whole (a block is never applied without its logs). Iterate
+        once per follower: a restart builds a new one with the core's `known` blocks."""
         try:
             head = self.chain_head = await self._retry("head", self._pool.head)
             self.next_block = self._first_block(head)
@@ -115,7 +124,7 @@ class ChainFollower:
                 if first > target:
                     rewind = await self._check_below_head(target)
                     if rewind is not None:
-                        yield rewind
+                        yield [rewind]
                         continue
                     wait = partial(self.watcher.wait, head)
                     self.chain_head = await self._retry("wait_for_head", wait)
@@ -128,15 +137,13 @@ class ChainFollower:
                 if logs is None:
                     rewind = await self._rewind(first - 1)
                     if rewind is not None:
-                        yield rewind
+                        yield [rewind]
                     continue
                 by_block: dict[int, list[Log]] = {}
                 for entry in logs:
                     by_block.setdefault(entry.block_number, []).append(entry)
                 for header in headers:
-                    yield header
-                    for entry in by_block.get(header.number, ()):
-                        yield entry
+                    yield [header, *by_block.get(header.number, ())]
                     self._remember(header)  # done once its logs are out
                     self.next_block = header.number + 1
         finally:

@@ -1,0 +1,317 @@
+"""`seqcollector sim`: the whole pipeline against a simulated world, with seeded faults.
+
+Fast mode: a synthetic chain and dequeuer (no EVM), fed in lockstep through the real
+collector (pipeline, executor, outbox dispatcher, retry loop), a finalizer consuming the
+queue, a relayer over HTTP on loopback. Crashes kill the collector at an effect boundary
+and a new one starts from Redis. After the run the journal is replayed, the invariants are
+checked, and a report is written.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+
+from seqcollector.config import Timeouts
+from seqcollector.core.addresses import checksum
+from seqcollector.core.batching import parse_member
+from seqcollector.runtime.collector import Collector
+from seqcollector.runtime.executor import embedded_redis
+from seqcollector.runtime.layout import StoreLayout
+from seqcollector.runtime.outbox import OutboxDispatcher
+from seqcollector.runtime.pipeline import Pipeline
+from sim import invariants
+from sim.faults import WORLD_KINDS, FaultyExecutor, SimCrash, fault_rng
+from sim.finalizer import Finalizer
+from sim.lockstep import LockstepSource, SyntheticSteps
+from sim.record import FaultMark, SimRecord
+from sim.relayer import Relayer
+from sim.synthetic import SyntheticWorld, WorldSpec
+from sim.timeline import Timeline, replay_timeline
+
+log = structlog.get_logger(__name__)
+NAMESPACE = "seqcollector"
+
+
+class SimSpec(msgspec.Struct, frozen=True):
+    seed: int = 1
+    epochs: int = 20  # per market
+    markets: int = 2
+    projects: int = 6
+    slots: int = 8
+    faults: frozenset[str] = frozenset()
+    fast: bool = True
+    batch_size: int = 4
+    epoch_every: int = 10  # blocks between two releases of a market
+    window_s: int = 30
+    block_time: int = 2
+    max_reorg_depth: int = 6  # reorg faults are 1..this deep
+    crash_rate: float = 0.04  # per commit, with `crash`
+    relayer_fail_rate: float = 0.3  # with `relayer`
+
+
+class SimFailed(Exception):
+    """An invariant failed; the message names it and the seed."""
+
+
+def world_spec(spec: SimSpec) -> WorldSpec:
+    window_blocks = spec.window_s // spec.block_time
+    blocks = spec.epochs * spec.epoch_every + spec.markets + window_blocks + 2
+    reorgs: dict[int, int] = {}
+    if "reorg" in spec.faults:
+        rng = fault_rng(spec.seed, "reorg")
+        for _ in range(max(1, blocks // 60)):
+            depth = rng.randint(1, spec.max_reorg_depth)
+            reorgs[1000 + rng.randint(depth + 2, blocks - 1)] = depth
+    return WorldSpec(
+        seed=spec.seed,
+        markets=spec.markets,
+        blocks=blocks,
+        block_time=spec.block_time,
+        epoch_every=spec.epoch_every,
+        window_s=spec.window_s,
+        projects=spec.projects,
+        slots=spec.slots,
+        reorgs=tuple(sorted(reorgs.items())),
+    )
+
+
+async def run_simulation(
+    spec: SimSpec,
+    out_dir: Path,
+    redis_url: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> SimRecord:
+    """Run, check, report. Raises SimFailed (after writing everything) if an invariant fails."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not spec.fast:
+        raise NotImplementedError("EVM mode is run by sim.evm")
+    record = await _run_fast(spec, out_dir, redis_url, on_progress)
+    twin_faults = spec.faults & WORLD_KINDS
+    if spec.faults != twin_faults:  # the clean twin: same seed, same world, no other faults
+        with tempfile.TemporaryDirectory() as tmp:
+            clean = msgspec.structs.replace(spec, faults=twin_faults)
+            twin = await _run_fast(clean, Path(tmp), None, None)
+        record.invariants.append(invariants.same_digest(record.digest, twin.digest))
+    _write_outputs(out_dir, record)
+    failed = [i for i in record.invariants if not i.ok]
+    if failed:
+        raise SimFailed(
+            f"invariant failed with --seed {spec.seed}: {failed[0].name}: {failed[0].detail}"
+        )
+    return record
+
+
+async def _run_fast(
+    spec: SimSpec,
+    out_dir: Path,
+    redis_url: str | None,
+    on_progress: Callable[[int, int], None] | None,
+) -> SimRecord:
+    world = SyntheticWorld(world_spec(spec))
+    config = world.core_config(batch_size=spec.batch_size, max_reorg_depth=spec.max_reorg_depth * 2)
+    redis = await _store(redis_url)
+    journal = out_dir / "journal.jsonl"
+    journal.unlink(missing_ok=True)
+    record = SimRecord(
+        spec.seed,
+        "fast",
+        [checksum(m) for m in world.markets],
+        sorted(spec.faults),
+        first_block=world.spec.first_block,
+        last_block=world.spec.first_block + world.spec.blocks - 1,
+    )
+    steps = SyntheticSteps(world, redis)
+    finalizer = Finalizer(redis)
+    started = time.monotonic()
+    relayer_rng = random.Random(f"{spec.seed}:relayer")
+    with Relayer(
+        fail_rate=spec.relayer_fail_rate if "relayer" in spec.faults else 0.0,
+        seed=relayer_rng.randint(0, 2**31),
+    ) as relayer:
+        dispatcher = OutboxDispatcher(
+            redis,
+            NAMESPACE,
+            relayer.url,
+            "sim-token",
+            relayer.url + "/alerts",
+            http_timeout_s=2.0,
+            max_attempts=2,
+            backoff_initial_s=0.01,
+            backoff_max_s=0.05,
+        )
+        executor = FaultyExecutor(
+            redis, NAMESPACE, spec.seed, spec.faults, crash_rate=spec.crash_rate
+        )
+        total_steps = world.spec.blocks + 1
+        while True:
+            pipeline = Pipeline(executor, config, Timeouts(), journal)
+            await pipeline.open()
+            source = LockstepSource(
+                steps,
+                steps.resume_index(pipeline),
+                pipeline,
+                between=finalizer.drain,
+                on_step=(lambda i: on_progress(i, total_steps)) if on_progress else None,
+            )
+            collector = Collector(
+                pipeline,
+                source,
+                dispatcher,
+                handle_signals=False,
+                dispatch_interval_s=0.01,
+                retry_first_s=0.001,
+                retry_max_s=0.02,
+            )
+            try:
+                await collector.run()
+                break
+            except BaseException as exc:  # a simulated crash arrives in an exception group
+                crash = _find(exc, SimCrash)
+                if crash is None:
+                    raise
+                head = pipeline.state.head
+                record.faults.append(FaultMark("crash", head.number if head else 0, str(crash)))
+            finally:
+                await pipeline.close()
+        await finalizer.drain()
+        await _drain_outbox(dispatcher, redis)
+        await dispatcher.aclose()
+        calls = [c for c, ok in relayer.answered("/submitBatchSize") if ok]
+        record.summary["relayer 5xx injected"] = relayer.failures
+    for line in executor.log:
+        if line.startswith("redis"):
+            record.faults.append(FaultMark("redis", 0, line))
+    elapsed = time.monotonic() - started
+    timeline = replay_timeline(journal, out_dir / "effects.jsonl")
+    await _check(record, spec, world, timeline, finalizer, redis, calls)
+    _fill(record, spec, world, timeline, elapsed, len(calls))
+    await redis.aclose()
+    return record
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
+
+
+async def _store(redis_url: str | None) -> aioredis.Redis:
+    if redis_url is None:
+        return embedded_redis()
+    client = aioredis.Redis.from_url(redis_url)
+    if await client.dbsize():
+        await client.aclose()
+        raise SimFailed(
+            f"--redis {redis_url}: the database is not empty; the simulation writes the "
+            "production key names, give it an empty database (e.g. redis://127.0.0.1:6379/15)"
+        )
+    return client
+
+
+async def _drain_outbox(dispatcher: OutboxDispatcher, redis: aioredis.Redis) -> None:
+    pending_key = StoreLayout(NAMESPACE).outbox_pending
+    with anyio.fail_after(60):
+        while await redis.zcard(pending_key):
+            await dispatcher.deliver_pending()
+
+
+async def _check(
+    record: SimRecord,
+    spec: SimSpec,
+    world: SyntheticWorld,
+    t: Timeline,
+    finalizer: Finalizer,
+    redis: aioredis.Redis,
+    calls: list[dict[str, object]],
+) -> None:
+    last = world.spec.first_block + world.spec.blocks - 1
+    window_blocks = spec.window_s // spec.block_time
+    canonical: set[tuple[str, int]] = set()
+    expected: dict[tuple[str, int], set[str]] = {}
+    orphan_closed = 0
+    for m, lc in enumerate(world.markets):
+        epoch = 1
+        while (release := world.release_block(m, epoch)) <= last:
+            close = release + window_blocks + 1
+            if close <= last:
+                canonical.add((lc, epoch))
+                closed = t.closed_at.get((lc, epoch))
+                if closed is not None and closed[1] == world.canonical_hash(closed[0]):
+                    expected[(lc, epoch)] = _window_members(world, lc, epoch, release, close)
+                else:
+                    orphan_closed += 1
+            epoch += 1
+    remaining = [i.decode() for i in reversed(await redis.lrange("finalizerQueue", 0, -1))]
+    items = finalizer.consumed + remaining
+    batched = set(t.batch_counts)
+    call_check, repeats = invariants.one_batch_size_call_per_epoch(batched, calls)  # type: ignore[arg-type]
+    record.invariants += [
+        invariants.batched_exactly_once(canonical, items, t.batch_counts),
+        invariants.batches_hold_window_submissions(expected, items),
+        invariants.queue_items_exactly_once(t.pushed, finalizer.consumed, remaining),
+        call_check,
+    ]
+    record.summary["windows closed by a block later orphaned"] = orphan_closed
+    record.summary["repeated relayer deliveries (at least once)"] = repeats
+
+
+def _window_members(world: SyntheticWorld, lc: str, epoch: int, first: int, close: int) -> set[str]:
+    members: set[str] = set()
+    for n in range(first, close):
+        header = world.canonical_hash(n)
+        members |= world.sets.get(f"SnapshotCollector.{lc}.{epoch}.{header}", set())
+    return {m for m in members if parse_member(m) is not None}
+
+
+def _fill(
+    record: SimRecord,
+    spec: SimSpec,
+    world: SyntheticWorld,
+    t: Timeline,
+    elapsed: float,
+    calls: int,
+) -> None:
+    record.windows = list(t.windows.values())
+    record.batches = t.batches
+    for at, depth in world.spec.reorgs:
+        record.faults.append(FaultMark("reorg", at, f"reorg of depth {depth} at block {at}"))
+    record.digest = t.digest
+    epochs = len(t.batch_counts)
+    record.summary.update(
+        {
+            "seed": spec.seed,
+            "markets": spec.markets,
+            "blocks": world.spec.blocks,
+            "epochs batched": epochs,
+            "finalizer items": len(t.pushed),
+            "submitBatchSize calls": calls,
+            "crashes": sum(f.kind == "crash" for f in record.faults),
+            "redis outages": sum(f.kind == "redis" for f in record.faults),
+            "reorgs": len(world.spec.reorgs),
+            "seconds": round(elapsed, 2),
+            "epochs/s": round(epochs / elapsed, 1) if elapsed else 0.0,
+        }
+    )
+
+
+def _write_outputs(out_dir: Path, record: SimRecord) -> None:
+    (out_dir / "record.json").write_bytes(msgspec.json.encode(record))
+    try:
+        from sim.report import write_report
+    except ImportError:  # the report module is optional while it is being written
+        return
+    write_report(out_dir, record)

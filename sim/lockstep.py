@@ -1,0 +1,127 @@
+"""Lockstep feeding of a synthetic chain: one block in flight, the world waits for it.
+
+The world (chain + dequeuer) produces steps: the market parameters, then per block
+`[Rewind?] Block logs...`. Before a step is handed to the collector, the submissions the
+snapshotters made so far are written to Redis as the dequeuer does (SADD + TTL on the set,
+SET of the submission value). The next step is produced only once the collector has
+committed the previous one, so what it reads from Redis never depends on timing: the same
+seed gives the same journal and digest with or without crashes, outages and slow relayers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import redis.asyncio as aioredis
+
+from seqcollector.core import Block, Input, Rewind
+from seqcollector.runtime.pipeline import Pipeline
+from sim.synthetic import SyntheticWorld
+
+SET_TTL_S = 20 * 60
+
+
+class SyntheticSteps:
+    """The world's inputs cut into steps, kept so that a restarted collector can resume."""
+
+    def __init__(self, world: SyntheticWorld, redis: aioredis.Redis) -> None:
+        self.world = world
+        self.redis = redis
+        self.steps: list[list[Input]] = []
+        self._by_hash: dict[str, int] = {}
+        self._inputs = world.inputs()
+        self._pending: Input | None = None
+        self._flushed = 0
+        self.done = False
+
+    async def step(self, i: int) -> list[Input] | None:
+        """Step i (written to Redis first), or None past the end of the chain."""
+        while len(self.steps) <= i and not self.done:
+            self._cut()
+        await self._flush()
+        return self.steps[i] if i < len(self.steps) else None
+
+    def _cut(self) -> None:
+        step: list[Input] = [self._pending] if self._pending is not None else []
+        self._pending = None
+        for inp in self._inputs:
+            starts_new = isinstance(inp, Rewind) or (
+                isinstance(inp, Block) and any(isinstance(x, Block) for x in step)
+            )
+            if step and starts_new and not (isinstance(inp, Block) and _only_rewinds(step)):
+                self._pending = inp
+                break
+            step.append(inp)
+        else:
+            self.done = True
+        if step:
+            for x in step:
+                if isinstance(x, Block):
+                    self._by_hash[x.hash] = len(self.steps)
+            self.steps.append(step)
+
+    async def _flush(self) -> None:
+        new = self.world.written[self._flushed :]
+        if not new:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, member in new:
+                pipe.sadd(key, member)
+                pipe.expire(key, SET_TTL_S)
+                pipe.set(member, _submission_value(member), ex=SET_TTL_S)
+            await pipe.execute()
+        self._flushed += len(new)
+
+    def resume_index(self, pipeline: Pipeline) -> int:
+        """The first step the collector has not committed."""
+        head = pipeline.state.head
+        if head is None:
+            return 0 if pipeline.seq == 0 else 1
+        return self._by_hash[head.hash] + 1
+
+
+def _submission_value(member: str) -> str:
+    """`<uuid>.<protobuf JSON>` as the dequeuer stores it (deterministic here)."""
+    digest = hashlib.sha256(member.encode()).hexdigest()
+    uid = f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+    slot = member.split(".")[-1]
+    return f'{uid}.{{"request":{{"slotId":{slot}}},"snapshotCid":"bafy{digest[:16]}"}}'
+
+
+def _only_rewinds(step: list[Input]) -> bool:
+    return all(isinstance(x, Rewind) for x in step)
+
+
+class LockstepSource:
+    """An `InputSource` for the collector: yields step after step, waiting between them
+    until the collector committed the last, then lets the world act (`between`)."""
+
+    def __init__(
+        self,
+        steps: SyntheticSteps,
+        start: int,
+        pipeline: Pipeline,
+        between: Callable[[], Awaitable[Any]] | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> None:
+        self.steps = steps
+        self.index = start
+        self.pipeline = pipeline
+        self.between = between
+        self.on_step = on_step
+        self.chain_head: int | None = None
+
+    async def units(self) -> AsyncGenerator[list[Input], None]:
+        while (step := await self.steps.step(self.index)) is not None:
+            target = self.pipeline.seq + len(step)
+            yield step  # one unit: committed whole
+            while self.pipeline.seq < target:  # the barrier: committed (answers add inputs)
+                await anyio.sleep(0.0005)
+            self.index += 1
+            if self.between is not None:
+                await self.between()
+            if self.on_step is not None:
+                self.on_step(self.index)

@@ -1,0 +1,73 @@
+"""Replaying a run's journal through the core: the canonical effects, the digest, and the
+timeline of windows and batches for the report and the invariants."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from seqcollector.core import new_state, step
+from seqcollector.core.addresses import checksum
+from seqcollector.core.effects import Effect, ListPush, QuerySubmissionSets, SetValue
+from seqcollector.journal import EffectsDigest, read_header, read_inputs
+from sim.record import BatchMark, WindowSpan
+
+
+class Timeline:
+    def __init__(self) -> None:
+        self.effects: list[Effect] = []
+        self.windows: dict[tuple[str, int], WindowSpan] = {}
+        self.batches: list[BatchMark] = []
+        self.closed_at: dict[tuple[str, int], tuple[int, str]] = {}  # (number, hash) of close
+        self.pushed: list[str] = []  # finalizerQueue items, in push order
+        self.batch_counts: dict[tuple[str, int], int] = {}
+        self.digest = ""
+
+
+def replay_timeline(journal: Path, effects_out: Path | None = None) -> Timeline:
+    """Step every input of `journal`; optionally write the effects stream (one JSON line)."""
+    t = Timeline()
+    state = new_state(read_header(journal).config)
+    out = effects_out.open("wb") if effects_out is not None else None
+    digest = EffectsDigest(out)
+    try:
+        for _, _, inp in read_inputs(journal):
+            before = {(lc, e) for lc, ms in state.domain.markets.items() for e in ms.windows}
+            _, effects = step(state, inp)
+            digest.add(effects)
+            t.effects.extend(effects)
+            head = state.head
+            for lc, ms in state.domain.markets.items():
+                for e, w in ms.windows.items():
+                    if (lc, e) not in before:
+                        t.windows[(lc, e)] = WindowSpan(checksum(lc), e, w.opened_at, None)
+            _scan(t, effects, head.number if head else -1, head.hash if head else "")
+    finally:
+        if out is not None:
+            out.close()
+    t.digest = digest.hexdigest()
+    return t
+
+
+def _scan(t: Timeline, effects: list[Effect], head: int, head_hash: str) -> None:
+    pushes: dict[tuple[str, int], int] = {}
+    keys_in: dict[tuple[str, int], int] = {}
+    for effect in effects:
+        if isinstance(effect, QuerySubmissionSets):
+            key = (effect.market, effect.epoch)
+            t.closed_at[key] = (head, head_hash)
+            if key in t.windows:
+                w = t.windows[key]
+                t.windows[key] = WindowSpan(w.market, w.epoch, w.opened_block, head)
+        elif isinstance(effect, ListPush) and effect.key == "finalizerQueue":
+            t.pushed.append(effect.value)
+            item = json.loads(effect.value)
+            key = (item["DataMarketAddress"].lower(), item["EpochID"])
+            keys_in[key] = keys_in.get(key, 0) + sum(len(v) for v in item["Batch"].values())
+        elif isinstance(effect, SetValue) and effect.key.startswith("BatchCountKey."):
+            _, lc, epoch = effect.key.split(".")
+            key = (lc, int(epoch))
+            t.batch_counts[key] = int(effect.value)
+            pushes[key] = int(effect.value)
+    for (lc, epoch), n in pushes.items():
+        t.batches.append(BatchMark(checksum(lc), epoch, n, keys_in.get((lc, epoch), 0), head))
