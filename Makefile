@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 FIXTURE := fixtures/journals/one-market.jsonl
 
-.PHONY: setup test lint typecheck unit bench replay fixture clean
+.PHONY: setup test lint bench replay fixture contracts sim soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,9 @@ contracts:  ## recompile fixtures/contracts/ProtocolState.sol into ProtocolState
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+sim:  ## the main job on embedded defaults: a simulated world with every fault, checked
+	$(BIN)/seqcollector sim --seed 1 --faults all --out out/sim
+
+soak:  ## longer property runs of the simulation harness (1,000 crash points, 200 fault mixes)
+	SEQ_SOAK=1 $(BIN)/pytest -q -n 2 -p no:cacheprovider tests/sim/test_sim_fast.py -k "anywhere or mixes"

@@ -11,7 +11,14 @@ import click
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from seqcollector.journal import JournalError, read_header
@@ -174,6 +181,120 @@ def run(config_path: str | None, record: Path | None, namespace: str) -> None:
         )
     if digest is not None:
         click.echo(f"digest {digest}")
+
+
+@main.command()
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--epochs",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="Epochs released per market.",
+)
+@click.option("--markets", type=click.IntRange(1, 50), default=2, show_default=True)
+@click.option("--projects", type=click.IntRange(1), default=6, show_default=True)
+@click.option("--slots", type=click.IntRange(1), default=8, show_default=True)
+@click.option(
+    "--faults",
+    "faults_spec",
+    default="none",
+    show_default=True,
+    help="Comma-separated kinds or all: rpc, lag, redis, crash, reorg, relayer.",
+)
+@click.option("--fast", is_flag=True, help="Synthetic chain without the EVM (load runs).")
+@click.option(
+    "--redis",
+    "redis_url",
+    default=None,
+    help="An EMPTY Redis database; default: the embedded store.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder; default: out/sim-<seed>.",
+)
+def sim(
+    seed: int,
+    epochs: int,
+    markets: int,
+    projects: int,
+    slots: int,
+    faults_spec: str,
+    fast: bool,
+    redis_url: str | None,
+    out_dir: Path | None,
+) -> None:
+    """Run the pipeline against a simulated world; check the invariants; write a report.
+
+    Writes OUT/journal.jsonl, OUT/effects.jsonl, OUT/report.html and OUT/sim.log; the last
+    line is `digest <sha256>` (what `seqcollector replay OUT/journal.jsonl` prints too).
+    """
+    from sim.faults import FaultSpecError, parse_faults
+    from sim.harness import SimFailed, SimSpec, run_simulation
+    from sim.report import summary_table
+
+    try:
+        faults = parse_faults(faults_spec)
+    except FaultSpecError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    out = out_dir or Path("out") / f"sim-{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    _log_to(out / "sim.log")
+    spec = SimSpec(
+        seed=seed,
+        epochs=epochs,
+        markets=markets,
+        projects=projects,
+        slots=slots,
+        faults=faults,
+        fast=fast,
+    )
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    )
+
+    async def go() -> None:
+        with progress:
+            task = progress.add_task(f"sim seed {seed}", total=None)
+            record = await run_simulation(
+                spec,
+                out,
+                redis_url,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        err.print(summary_table(record))
+        err.print(f"report: {out / 'report.html'}")
+        click.echo(f"digest {record.digest}")
+
+    try:
+        anyio.run(go)
+    except SimFailed as exc:
+        record_path = out / "record.json"
+        err.print(f"[bold red]{exc}[/] (report: {out / 'report.html'})", highlight=False)
+        if record_path.exists():
+            import msgspec
+
+            click.echo(f"digest {msgspec.json.decode(record_path.read_bytes())['digest']}")
+        sys.exit(3)
+
+
+def _log_to(path: Path) -> None:
+    """Structured logs of a long run go to a file: the terminal shows progress."""
+    import logging
+
+    import structlog
+
+    structlog.configure(
+        logger_factory=structlog.WriteLoggerFactory(file=path.open("a")),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
 
 
 @main.command("check-config")

@@ -66,8 +66,11 @@ class FaultyExecutor(RedisExecutor):
         kinds: frozenset[str],
         crash_rate: float = 0.04,
         outage_rate: float = 0.03,
+        crash_at: frozenset[tuple[int, str]] = frozenset(),
     ) -> None:
         super().__init__(redis, namespace)
+        self.crash_at = crash_at  # (commit call number, "before EXEC" | "after EXEC")
+        self.commits = 0
         self._crash = fault_rng(seed, "crash") if "crash" in kinds else None
         self._redis_rng = fault_rng(seed, "redis") if "redis" in kinds else None
         self.crash_rate = crash_rate
@@ -90,9 +93,13 @@ class FaultyExecutor(RedisExecutor):
         self, seq: int, block: int | None, effects: Sequence[Effect], state: bytes
     ) -> bool:
         self._maybe_outage(f"commit of input {seq}")
+        self.commits += 1
         when = None
         if self._crash is not None and self._crash.random() < self.crash_rate:
             when = self._crash.choice(("before EXEC", "after EXEC"))
+        for point in ("before EXEC", "after EXEC"):
+            if (self.commits, point) in self.crash_at:
+                when = point
         if when == "before EXEC":
             self.log.append(f"crash before EXEC of input {seq} (block {block})")
             raise SimCrash(self.log[-1])

@@ -56,6 +56,7 @@ class SimSpec(msgspec.Struct, frozen=True):
     max_reorg_depth: int = 6  # reorg faults are 1..this deep
     crash_rate: float = 0.04  # per commit, with `crash`
     relayer_fail_rate: float = 0.3  # with `relayer`
+    crash_at: frozenset[tuple[int, str]] = frozenset()  # exact crash points (commit number)
 
 
 class SimFailed(Exception):
@@ -96,9 +97,9 @@ async def run_simulation(
         raise NotImplementedError("EVM mode is run by sim.evm")
     record = await _run_fast(spec, out_dir, redis_url, on_progress)
     twin_faults = spec.faults & WORLD_KINDS
-    if spec.faults != twin_faults:  # the clean twin: same seed, same world, no other faults
+    if spec.faults != twin_faults or spec.crash_at:  # the clean twin: same seed and world
         with tempfile.TemporaryDirectory() as tmp:
-            clean = msgspec.structs.replace(spec, faults=twin_faults)
+            clean = msgspec.structs.replace(spec, faults=twin_faults, crash_at=frozenset())
             twin = await _run_fast(clean, Path(tmp), None, None)
         record.invariants.append(invariants.same_digest(record.digest, twin.digest))
     _write_outputs(out_dir, record)
@@ -149,9 +150,10 @@ async def _run_fast(
             backoff_max_s=0.05,
         )
         executor = FaultyExecutor(
-            redis, NAMESPACE, spec.seed, spec.faults, crash_rate=spec.crash_rate
+            redis, NAMESPACE, spec.seed, spec.faults, crash_rate=spec.crash_rate,
+            crash_at=spec.crash_at,
         )
-        total_steps = world.spec.blocks + 1
+        total_steps = world.spec.blocks + 1 + sum(d + 1 for _, d in world.spec.reorgs)
         while True:
             pipeline = Pipeline(executor, config, Timeouts(), journal)
             await pipeline.open()
@@ -291,6 +293,8 @@ def _fill(
         record.faults.append(FaultMark("reorg", at, f"reorg of depth {depth} at block {at}"))
     record.digest = t.digest
     epochs = len(t.batch_counts)
+    if spec.fast and spec.faults & {"rpc", "lag"}:
+        record.summary["rpc, lag faults"] = "not applicable in fast mode (no RPC is read)"
     record.summary.update(
         {
             "seed": spec.seed,
