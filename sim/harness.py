@@ -93,14 +93,13 @@ async def run_simulation(
 ) -> SimRecord:
     """Run, check, report. Raises SimFailed (after writing everything) if an invariant fails."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not spec.fast:
-        raise NotImplementedError("EVM mode is run by sim.evm")
-    record = await _run_fast(spec, out_dir, redis_url, on_progress)
+    run = _run_fast if spec.fast else _run_evm
+    record = await run(spec, out_dir, redis_url, on_progress)
     twin_faults = spec.faults & WORLD_KINDS
     if spec.faults != twin_faults or spec.crash_at:  # the clean twin: same seed and world
         with tempfile.TemporaryDirectory() as tmp:
             clean = msgspec.structs.replace(spec, faults=twin_faults, crash_at=frozenset())
-            twin = await _run_fast(clean, Path(tmp), None, None)
+            twin = await run(clean, Path(tmp), None, None)
         record.invariants.append(invariants.same_digest(record.digest, twin.digest))
     _write_outputs(out_dir, record)
     failed = [i for i in record.invariants if not i.ok]
@@ -150,7 +149,11 @@ async def _run_fast(
             backoff_max_s=0.05,
         )
         executor = FaultyExecutor(
-            redis, NAMESPACE, spec.seed, spec.faults, crash_rate=spec.crash_rate,
+            redis,
+            NAMESPACE,
+            spec.seed,
+            spec.faults,
+            crash_rate=spec.crash_rate,
             crash_at=spec.crash_at,
         )
         total_steps = world.spec.blocks + 1 + sum(d + 1 for _, d in world.spec.reorgs)
@@ -194,8 +197,58 @@ async def _run_fast(
             record.faults.append(FaultMark("redis", 0, line))
     elapsed = time.monotonic() - started
     timeline = replay_timeline(journal, out_dir / "effects.jsonl")
-    await _check(record, spec, world, timeline, finalizer, redis, calls)
+    windows = _synthetic_windows(spec, world)
+    await _check(
+        record, windows, world.canonical_hash, world.sets, timeline, finalizer, redis, calls
+    )
     _fill(record, spec, world, timeline, elapsed, len(calls))
+    await redis.aclose()
+    return record
+
+
+async def _run_evm(
+    spec: SimSpec,
+    out_dir: Path,
+    redis_url: str | None,
+    on_progress: Callable[[int, int], None] | None,
+) -> SimRecord:
+    from sim.evm import run_evm
+
+    redis = await _store(redis_url)
+    journal = out_dir / "journal.jsonl"
+    journal.unlink(missing_ok=True)
+    record = SimRecord(spec.seed, "evm", [], sorted(spec.faults))
+    started = time.monotonic()
+    world, finalizer, calls, executor, chain = await run_evm(
+        spec, out_dir, redis, record, on_progress
+    )
+    elapsed = time.monotonic() - started
+    for line in executor.log:
+        if line.startswith("redis"):
+            record.faults.append(FaultMark("redis", 0, line))
+    timeline = replay_timeline(journal, out_dir / "effects.jsonl")
+    windows, hashes = chain
+    await _check(record, windows, hashes.get, world.sets, timeline, finalizer, redis, calls)
+    record.first_block, record.last_block = 0, max(hashes)
+    record.windows = list(timeline.windows.values())
+    record.batches = timeline.batches
+    record.digest = timeline.digest
+    epochs = len(timeline.batch_counts)
+    record.summary.update(
+        {
+            "seed": spec.seed,
+            "markets": spec.markets,
+            "blocks": max(hashes) + 1,
+            "epochs batched": epochs,
+            "finalizer items": len(timeline.pushed),
+            "submitBatchSize calls": len(calls),
+            "crashes": sum(f.kind == "crash" for f in record.faults),
+            "redis outages": sum(f.kind == "redis" for f in record.faults),
+            "reorgs": sum(f.kind == "reorg" for f in record.faults),
+            "seconds": round(elapsed, 2),
+            "epochs/s": round(epochs / elapsed, 1) if elapsed else 0.0,
+        }
+    )
     await redis.aclose()
     return record
 
@@ -231,32 +284,43 @@ async def _drain_outbox(dispatcher: OutboxDispatcher, redis: aioredis.Redis) -> 
             await dispatcher.deliver_pending()
 
 
+class CanonicalWindow(msgspec.Struct, frozen=True):
+    """A window on the final canonical chain: blocks [release, close)."""
+
+    market: str  # lowercase
+    epoch: int
+    release: int
+    close: int | None  # None: the chain ended before it closed
+
+
 async def _check(
     record: SimRecord,
-    spec: SimSpec,
-    world: SyntheticWorld,
+    windows: list[CanonicalWindow],
+    canonical_hash: Callable[[int], str | None],
+    sets: dict[str, set[str]],
     t: Timeline,
     finalizer: Finalizer,
     redis: aioredis.Redis,
     calls: list[dict[str, object]],
 ) -> None:
-    last = world.spec.first_block + world.spec.blocks - 1
-    window_blocks = spec.window_s // spec.block_time
     canonical: set[tuple[str, int]] = set()
     expected: dict[tuple[str, int], set[str]] = {}
     orphan_closed = 0
-    for m, lc in enumerate(world.markets):
-        epoch = 1
-        while (release := world.release_block(m, epoch)) <= last:
-            close = release + window_blocks + 1
-            if close <= last:
-                canonical.add((lc, epoch))
-                closed = t.closed_at.get((lc, epoch))
-                if closed is not None and closed[1] == world.canonical_hash(closed[0]):
-                    expected[(lc, epoch)] = _window_members(world, lc, epoch, release, close)
-                else:
-                    orphan_closed += 1
-            epoch += 1
+    for w in windows:
+        if w.close is None:
+            continue
+        key = (w.market, w.epoch)
+        canonical.add(key)
+        closed = t.closed_at.get(key)
+        if closed is not None and closed[1] == canonical_hash(closed[0]):
+            members: set[str] = set()
+            for n in range(w.release, w.close):
+                members |= sets.get(
+                    f"SnapshotCollector.{w.market}.{w.epoch}.{canonical_hash(n)}", set()
+                )
+            expected[key] = {m for m in members if parse_member(m) is not None}
+        else:
+            orphan_closed += 1
     remaining = [i.decode() for i in reversed(await redis.lrange("finalizerQueue", 0, -1))]
     items = finalizer.consumed + remaining
     batched = set(t.batch_counts)
@@ -271,12 +335,17 @@ async def _check(
     record.summary["repeated relayer deliveries (at least once)"] = repeats
 
 
-def _window_members(world: SyntheticWorld, lc: str, epoch: int, first: int, close: int) -> set[str]:
-    members: set[str] = set()
-    for n in range(first, close):
-        header = world.canonical_hash(n)
-        members |= world.sets.get(f"SnapshotCollector.{lc}.{epoch}.{header}", set())
-    return {m for m in members if parse_member(m) is not None}
+def _synthetic_windows(spec: SimSpec, world: SyntheticWorld) -> list[CanonicalWindow]:
+    last = world.spec.first_block + world.spec.blocks - 1
+    window_blocks = spec.window_s // spec.block_time
+    out = []
+    for m, lc in enumerate(world.markets):
+        epoch = 1
+        while (release := world.release_block(m, epoch)) <= last:
+            close = release + window_blocks + 1
+            out.append(CanonicalWindow(lc, epoch, release, close if close <= last else None))
+            epoch += 1
+    return out
 
 
 def _fill(

@@ -230,8 +230,10 @@ class SyntheticSource:
         """`[Rewind]`, `[MarketParams...]` or `[Block, *logs]`, submissions flushed first."""
         unit: list[Input] = []
         for inp in self.world.inputs():
-            if unit and isinstance(inp, Block | Rewind | MarketParams) and not (
-                isinstance(inp, MarketParams) and isinstance(unit[-1], MarketParams)
+            if (
+                unit
+                and isinstance(inp, Block | Rewind | MarketParams)
+                and not (isinstance(inp, MarketParams) and isinstance(unit[-1], MarketParams))
             ):
                 await self._flush()
                 yield unit

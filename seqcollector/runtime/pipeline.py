@@ -28,6 +28,7 @@ from seqcollector.core import (
     step,
 )
 from seqcollector.core.effects import Effect, QuerySubmissionSets
+from seqcollector.core.state import BlockRef
 from seqcollector.journal import (
     EffectsDigest,
     JournalError,
@@ -68,6 +69,7 @@ class Pipeline:
         self.seq = 0
         self.digest: EffectsDigest | None = None
         self._committed = dump_state(self.state)
+        self.committed_head: BlockRef | None = None  # the head of the last commit that landed
         self._journal: JournalWriter | None = None
 
     async def open(self) -> None:
@@ -77,6 +79,7 @@ class Pipeline:
             self.state = load_state(raw)
             self.seq = checkpoint.seq
             self._committed = raw
+            self.committed_head = self.state.head
             if self.state.config != self.config:
                 raise ResumeError(
                     f"namespace {self.executor.namespace!r} holds state for another core "
@@ -173,6 +176,7 @@ class Pipeline:
             raise
         self.seq += len(fed)
         self._committed = state_bytes
+        self.committed_head = self.state.head
         if self.digest is not None:
             self.digest.add(effects)
         if self.on_effects is not None:

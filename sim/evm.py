@@ -1,0 +1,406 @@
+"""The EVM world of `seqcollector sim`: eth-tester (py-evm) with the fixture deployed, served
+over JSON-RPC on loopback and read by the collector through the same sources as a live node.
+
+Actors, stepped in lockstep with the collector (one world step, then wait until the
+collector has committed the chain head):
+- the epoch manager releases an epoch of each market every `epoch_every` steps (the
+  contract rolls the day over);
+- snapshotters (projects x slots) submit, header = the latest block hash, into Redis as the
+  dequeuer does: on time, late (after the deadline), duplicated, conflicting (a second CID),
+  malformed;
+- the finalizer consumes `finalizerQueue`, writes the eligibility keys and puts every batch
+  on chain (submitSubmissionBatch, then endBatchSubmissions);
+- faults: `rpc` (a faulty proxy in front of one endpoint), `lag` (the other endpoint lags),
+  `reorg` (snapshot, revert, a longer branch), plus `crash`, `redis` and `relayer` as in the
+  fast mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import redis.asyncio as aioredis
+
+from seqcollector.config import Timeouts
+from seqcollector.core import CoreConfig
+from seqcollector.core.abi import EPOCH_RELEASED, EpochReleased, decode_event
+from seqcollector.core.addresses import checksum
+from seqcollector.runtime.collector import Collector
+from seqcollector.runtime.outbox import OutboxDispatcher
+from seqcollector.runtime.pipeline import Pipeline
+from seqcollector.runtime.startup import read_market_params
+from seqcollector.sources import Backoff, ChainFollower, LogRanges, RpcPool, fetch_headers
+from sim.contract import ProtocolStateClient, deploy_protocol_state
+from sim.ethtester import deterministic_tester, mine
+from sim.faults import FaultyExecutor, SimCrash, fault_rng
+from sim.finalizer import Finalizer
+from sim.lockstep import SET_TTL_S, _submission_value
+from sim.record import FaultMark, SimRecord
+from sim.relayer import Relayer
+from sim.rpc_proxy import RpcProxy
+from sim.rpc_server import TesterRpcServer
+
+GENESIS = 1_700_000_000
+
+
+class EvmWorld:
+    def __init__(self, spec: Any, redis: aioredis.Redis) -> None:
+        self.spec = spec
+        self.redis = redis
+        self.rng = random.Random(f"{spec.seed}:world")
+        self.tester = deterministic_tester(spec.seed, GENESIS, spec.block_time)
+        self.server = TesterRpcServer(self.tester)
+        self.markets = [
+            "0x" + hashlib.sha256(f"evm-market{i}".encode()).hexdigest()[:40]
+            for i in range(spec.markets)
+        ]
+        self.address = ""
+        self.contract: ProtocolStateClient | None = None
+        self.sets: dict[str, set[str]] = {}  # what the dequeuer wrote, for the oracle
+        self.released: dict[str, int] = dict.fromkeys(self.markets, 0)
+        self._planned: dict[int, list[tuple[str, int, str, bool]]] = {}  # step -> submissions
+        self._snapshots: list[tuple[int, Any]] = []  # (head number, eth-tester snapshot id)
+        self.step_no = 0
+
+    def head(self) -> dict[str, Any]:
+        with self.server.lock:
+            block: dict[str, Any] = self.tester.get_block_by_number("latest")
+        return block
+
+    async def deploy(self) -> None:
+        w3 = self.server.async_web3()
+        self.address = await deploy_protocol_state(w3)
+        self.contract = ProtocolStateClient(w3, self.address)
+        for market in self.markets:
+            await self.contract.create_data_market(market)
+            await self.contract.set_snapshot_submission_window(market, self.spec.window_s)
+            await self.contract.set_epochs_in_a_day(market, 5)
+
+    def core_config(self) -> CoreConfig:
+        return CoreConfig(
+            protocol_state=self.address,
+            markets=self.markets,
+            batch_size=self.spec.batch_size,
+            max_reorg_depth=self.spec.max_reorg_depth * 2,
+        )
+
+    # -- one world step --------------------------------------------------------------------
+
+    async def step(self) -> None:
+        """Releases, submissions due now, then one empty block (time moves on)."""
+        assert self.contract is not None
+        s, n = self.spec, self.step_no
+        for m, market in enumerate(self.markets):
+            if (n - m) % s.epoch_every == 0 and n >= m and self.released[market] < s.epochs:
+                await self.contract.release_epoch(market, 1, 2)
+                self.released[market] = (await self.contract.read_market_params(market))[
+                    "currentEpoch"
+                ]
+                self._plan(market, self.released[market])
+        await self._submit_due()
+        with self.server.lock:
+            mine(self.tester, 1)
+            self._snapshots.append((self.head_number_locked(), self.tester.take_snapshot()))
+        self._snapshots = self._snapshots[-(s.max_reorg_depth + 4) :]
+        self.step_no += 1
+
+    def head_number_locked(self) -> int:
+        number: int = self.tester.get_block_by_number("latest")["number"]
+        return number
+
+    def _plan(self, market: str, epoch: int) -> None:
+        s = self.spec
+        window_steps = s.window_s // s.block_time
+        for slot in range(1, s.slots + 1):
+            member = f"{market}.{epoch}.proj{(slot + epoch) % s.projects}.{slot}"
+            late = slot % 5 == 0
+            at = self.step_no + (window_steps + 2 if late else self.rng.randrange(window_steps))
+            self._planned.setdefault(at, []).append((market, epoch, member, False))
+            if self.rng.random() < 0.2:  # duplicate, or conflicting (another CID, same key)
+                again = self.step_no + self.rng.randrange(window_steps)
+                self._planned.setdefault(again, []).append((market, epoch, member, True))
+        if epoch % 4 == 0:
+            self._planned.setdefault(self.step_no, []).append(
+                (market, epoch, f"{market}.{epoch}.malformed", False)
+            )
+
+    async def _submit_due(self) -> None:
+        due = self._planned.pop(self.step_no, [])
+        if not due:
+            return
+        header = str(self.head()["hash"])
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for market, epoch, member, conflicting in due:
+                key = f"SnapshotCollector.{market}.{epoch}.{header}"
+                self.sets.setdefault(key, set()).add(member)
+                pipe.sadd(key, member)
+                pipe.expire(key, SET_TTL_S)
+                value = _submission_value(member + ("#2" if conflicting else ""))
+                pipe.set(member, value, ex=SET_TTL_S)
+            await pipe.execute()
+
+    async def reorg(self, depth: int) -> str:
+        """Revert `depth` blocks and mine a longer branch (new hashes: the RNG moved on)."""
+        assert self.contract is not None
+        with self.server.lock:
+            head = self.head_number_locked()
+            older = [(n, sid) for n, sid in self._snapshots if n <= head - depth]
+            if not older:
+                return ""
+            n, sid = older[-1]
+            self.tester.revert_to_snapshot(sid)
+            mine(self.tester, head - n + 1)
+            self._snapshots = [(k, v) for k, v in self._snapshots if k <= n]
+        for market in self.markets:  # the contract reverted too: follow its epoch counter
+            params = await self.contract.read_market_params(market)
+            self.released[market] = params["currentEpoch"]
+        return f"reorg of depth {head - n} at block {head}"
+
+    async def finalize(self, item: dict[str, Any]) -> None:
+        """The finalizer's on-chain trail for one batch (then end the epoch after its last)."""
+        assert self.contract is not None
+        market, epoch = str(item["DataMarketAddress"]).lower(), int(item["EpochID"])
+        cid = "bafy" + hashlib.sha256(f"{market}{epoch}{item['BatchID']}".encode()).hexdigest()[:20]
+        projects = sorted(item["Batch"])
+        await self.contract.submit_submission_batch(
+            market, cid, epoch, projects, [cid] * len(projects)
+        )
+        count = await self.redis.get(f"BatchCountKey.{market}.{epoch}")
+        if count is not None and int(count) == int(item["BatchID"]):
+            await self.contract.end_batch_submissions(market, epoch)
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+async def run_evm(
+    spec: Any,
+    out_dir: Path,
+    redis: aioredis.Redis,
+    record: SimRecord,
+    on_progress: Callable[[int, int], None] | None,
+) -> tuple[EvmWorld, Finalizer, list[dict[str, Any]], FaultyExecutor, Any]:
+    """Run the EVM world and the collector in lockstep; returns what the checks need,
+    the final chain's windows and block hashes included."""
+    world = EvmWorld(spec, redis)
+    rng = fault_rng(spec.seed, "rpc")
+    with (
+        world.server,
+        RpcProxy(world.server.url, rng.randint(0, 2**31)) as faulty,
+        RpcProxy(world.server.url, rng.randint(0, 2**31)) as lagging,
+        Relayer(
+            fail_rate=spec.relayer_fail_rate if "relayer" in spec.faults else 0.0,
+            seed=fault_rng(spec.seed, "relayer").randint(0, 2**31),
+        ) as relayer,
+    ):
+        if "rpc" in spec.faults:
+            faulty.error_rate, faulty.stall_rate, faulty.stall_s = 0.1, 0.03, 0.8
+        if "lag" in spec.faults:
+            lagging.lag_blocks = 3
+        await world.deploy()
+        record.markets = [checksum(m) for m in world.markets]
+        finalizer = Finalizer(redis, on_batch=world.finalize)
+        executor = FaultyExecutor(
+            redis,
+            "seqcollector",
+            spec.seed,
+            spec.faults,
+            crash_rate=spec.crash_rate,
+            crash_at=spec.crash_at,
+        )
+        dispatcher = OutboxDispatcher(
+            redis,
+            "seqcollector",
+            relayer.url,
+            "sim-token",
+            relayer.url + "/alerts",
+            http_timeout_s=2.0,
+            max_attempts=2,
+            backoff_initial_s=0.01,
+            backoff_max_s=0.05,
+        )
+        runner = _Runner(
+            spec,
+            world,
+            executor,
+            dispatcher,
+            [faulty.url, lagging.url],
+            out_dir / "journal.jsonl",
+            record,
+        )
+        total = spec.epochs * spec.epoch_every + spec.markets + spec.window_s // spec.block_time + 3
+        reorg_rng = fault_rng(spec.seed, "reorg")
+        reorg_steps = (
+            {
+                reorg_rng.randint(spec.max_reorg_depth + 2, total - 2)
+                for _ in range(max(1, total // 60))
+            }
+            if "reorg" in spec.faults
+            else set()
+        )
+
+        async def drive() -> None:
+            for i in range(total):
+                if i in reorg_steps:
+                    detail = await world.reorg(reorg_rng.randint(1, spec.max_reorg_depth))
+                    if detail:
+                        record.faults.append(FaultMark("reorg", world.head()["number"], detail))
+                await world.step()
+                await runner.caught_up(world)
+                if await finalizer.drain():
+                    await runner.caught_up(world)
+                if on_progress is not None:
+                    on_progress(i + 1, total)
+            runner.finish()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await runner.run_collectors()
+        await finalizer.drain()
+        pending = "seqcollector:outbox:pending"
+        with anyio.fail_after(60):
+            while await redis.zcard(pending):
+                await dispatcher.deliver_pending()
+        await dispatcher.aclose()
+        calls = [c for c, ok in relayer.answered("/submitBatchSize") if ok]
+        record.summary["relayer 5xx injected"] = relayer.failures
+        record.summary["rpc faults injected"] = sum(faulty.faults.values())
+        record.summary["lagging endpoint answers"] = lagging.faults["lagging_block"]
+        for kind, n in sorted(faulty.faults.items()):
+            record.faults.append(FaultMark("rpc", 0, f"{n} x {kind}"))
+        chain = await canonical_windows(world, spec.window_s)
+        return world, finalizer, calls, executor, chain
+
+
+class _Runner:
+    """Runs collector after collector (a crash kills one, the next starts from Redis)."""
+
+    def __init__(
+        self,
+        spec: Any,
+        world: EvmWorld,
+        executor: FaultyExecutor,
+        dispatcher: OutboxDispatcher,
+        urls: list[str],
+        journal: Path,
+        record: SimRecord,
+    ) -> None:
+        self.spec, self.world, self.executor = spec, world, executor
+        self.dispatcher, self.urls, self.journal, self.record = dispatcher, urls, journal, record
+        self.pipeline: Pipeline | None = None
+        self.collector: Collector | None = None
+        self.done = False
+
+    async def caught_up(self, world: EvmWorld, timeout_s: float = 120.0) -> None:
+        target = str(world.head()["hash"])
+        with anyio.fail_after(timeout_s):
+            while True:
+                head = self.pipeline.committed_head if self.pipeline is not None else None
+                if head is not None and head.hash == target:
+                    return
+                await anyio.sleep(0.002)
+
+    def finish(self) -> None:
+        self.done = True
+        if self.collector is not None:
+            self.collector.stop()
+
+    async def run_collectors(self) -> None:
+        timeouts = Timeouts(block_fetch=0.5)
+        while not self.done:
+            pipeline = Pipeline(self.executor, self.world.core_config(), timeouts, self.journal)
+            try:
+                await pipeline.open()
+                self.pipeline = pipeline
+                async with RpcPool(
+                    self.urls, request_timeout_s=0.5, demote_s=0.3, max_lag_blocks=2
+                ) as pool:
+                    await _retry(partial(self._start, pipeline, pool))
+                    assert self.collector is not None
+                    await self.collector.run()
+            except BaseException as exc:
+                crash = _find_crash(exc)
+                if crash is None:
+                    raise
+                head = pipeline.state.head
+                self.record.faults.append(
+                    FaultMark("crash", head.number if head else 0, str(crash))
+                )
+            finally:
+                await pipeline.close()
+
+    async def _start(self, pipeline: Pipeline, pool: RpcPool) -> None:
+        params = await read_market_params(pool.request, self.world.address, self.world.markets)
+        await pipeline.apply(params)
+        follower = ChainFollower(
+            pool,
+            self.world.address,
+            max_reorg_depth=self.spec.max_reorg_depth * 2,
+            known=[(b.number, b.hash) for b in pipeline.state.blocks],
+            start_block=0,
+            poll_interval_s=0.005,
+            retry=Backoff(0.01, 0.1),
+        )
+        self.collector = Collector(
+            pipeline,
+            follower,
+            self.dispatcher,
+            handle_signals=False,
+            dispatch_interval_s=0.01,
+            retry_first_s=0.001,
+            retry_max_s=0.02,
+        )
+        if self.done:
+            self.collector.stop()
+
+
+async def _retry(fn: Callable[[], Awaitable[None]], attempts: int = 200) -> None:
+    """Start-up reads meet the same RPC faults as everything else: try again."""
+    for attempt in range(attempts):
+        try:
+            await fn()
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            await anyio.sleep(0.01)
+
+
+def _find_crash(exc: BaseException) -> BaseException | None:
+    if isinstance(exc, SimCrash):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_crash(inner)
+            if found is not None:
+                return found
+    return None
+
+
+async def canonical_windows(world: EvmWorld, window_s: int) -> tuple[list[Any], dict[int, str]]:
+    """The windows of the final chain, from its own blocks and EpochReleased logs."""
+    from sim.harness import CanonicalWindow
+
+    async with RpcPool([world.server.url]) as pool:
+        head = int(world.head()["number"])
+        headers = await fetch_headers(pool, 0, head)
+        logs = await LogRanges().fetch_logs(pool, world.address, [EPOCH_RELEASED], 0, head)
+    by_number = {h.number: h for h in headers}
+    out = []
+    for log in logs:
+        event = decode_event(log.topics, log.data)
+        if not isinstance(event, EpochReleased):
+            continue
+        deadline = by_number[log.block_number].timestamp + window_s
+        close = next(
+            (h.number for h in headers if h.number > log.block_number and h.timestamp > deadline),
+            None,
+        )
+        out.append(CanonicalWindow(event.market, event.epoch, log.block_number, close))
+    return out, {n: h.hash for n, h in by_number.items()}
