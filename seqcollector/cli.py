@@ -242,7 +242,8 @@ def sim(
         _fail(str(exc), EXIT_BAD_INPUT)
     out = out_dir or Path("out") / f"sim-{seed}"
     out.mkdir(parents=True, exist_ok=True)
-    _log_to(out / "sim.log")
+    log_file = (out / "sim.log").open("a")
+    _log_to(log_file)
     spec = SimSpec(
         seed=seed,
         epochs=epochs,
@@ -276,6 +277,7 @@ def sim(
     try:
         anyio.run(go)
     except SimFailed as exc:
+        log_file.close()
         record_path = out / "record.json"
         err.print(f"[bold red]{exc}[/] (report: {out / 'report.html'})", highlight=False)
         if record_path.exists():
@@ -283,16 +285,17 @@ def sim(
 
             click.echo(f"digest {msgspec.json.decode(record_path.read_bytes())['digest']}")
         sys.exit(3)
+    log_file.close()
 
 
-def _log_to(path: Path) -> None:
+def _log_to(file: IO[str]) -> None:
     """Structured logs of a long run go to a file: the terminal shows progress."""
     import logging
 
     import structlog
 
     structlog.configure(
-        logger_factory=structlog.WriteLoggerFactory(file=path.open("a")),
+        logger_factory=structlog.WriteLoggerFactory(file=file),
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
     )
 

@@ -229,8 +229,12 @@ def _on_market_params(state: State, p: MarketParams, out: list[Effect]) -> None:
     params = MarketParams(lc, *numbers)
     if ms.day is None:
         ms.day = p.day_counter
-    if ms.params != params:
-        ms.params = params
+    tables = (p.submission_window, p.day_size, p.daily_quota)
+    old = ms.params
+    ms.params = params
+    # Only the start-up tables' values count: the day counter moves on, a re-read at a
+    # restart must not write (or journal) anything new.
+    if old is None or (old.submission_window, old.day_size, old.daily_quota) != tables:
         eip55 = checksum(lc)
         out.append(HashSet(keys.SUBMISSION_LIMIT_TABLE, eip55, str(p.submission_window)))
         out.append(HashSet(keys.DAY_SIZE_TABLE, eip55, str(p.day_size)))

@@ -107,3 +107,10 @@ def test_release_before_market_params_is_refused_and_alerted():
     run(state, block(100))
     effects = run(state, epoch_released(100, 1))
     assert reasons(effects) == ["no_market_params"]
+
+
+def test_a_re_read_with_a_later_day_counter_writes_no_table_again():
+    state = new_state(started().config)
+    assert len(run(state, params(window=45, day=1))) == 3
+    assert run(state, params(window=45, day=7)) == []  # a restart later in the run
+    assert len(run(state, params(window=50, day=7))) == 3  # the window really changed
