@@ -62,7 +62,6 @@ class EvmWorld:
         ]
         self.address = ""
         self.contract: ProtocolStateClient | None = None
-        self.sets: dict[str, set[str]] = {}  # what the dequeuer wrote, for the oracle
         self.released: dict[str, int] = dict.fromkeys(self.markets, 0)
         self._planned: dict[int, list[tuple[str, int, str, bool]]] = {}  # step -> submissions
         self._snapshots: list[tuple[int, Any]] = []  # (head number, eth-tester snapshot id)
@@ -138,7 +137,6 @@ class EvmWorld:
         async with self.redis.pipeline(transaction=False) as pipe:
             for market, epoch, member, conflicting in due:
                 key = f"SnapshotCollector.{market}.{epoch}.{header}"
-                self.sets.setdefault(key, set()).add(member)
                 pipe.sadd(key, member)
                 pipe.expire(key, SET_TTL_S)
                 value = _submission_value(member + ("#2" if conflicting else ""))
@@ -185,7 +183,7 @@ async def run_evm(
     redis: aioredis.Redis,
     record: SimRecord,
     on_progress: Callable[[int, int], None] | None,
-) -> tuple[EvmWorld, Finalizer, list[dict[str, Any]], FaultyExecutor, Any]:
+) -> tuple[Finalizer, list[dict[str, Any]], FaultyExecutor, Any]:
     """Run the EVM world and the collector in lockstep; returns what the checks need,
     the final chain's windows and block hashes included."""
     world = EvmWorld(spec, redis)
@@ -275,7 +273,7 @@ async def run_evm(
         for kind, n in sorted(faulty.faults.items()):
             record.faults.append(FaultMark("rpc", 0, f"{n} x {kind}"))
         chain = await canonical_windows(world, spec.window_s)
-        return world, finalizer, calls, executor, chain
+        return finalizer, calls, executor, chain
 
 
 class _Runner:

@@ -5,39 +5,65 @@ Per batch item: every submission key counts for its slot on the market's current
 (`EligibleSlotSubmissionsKey.<lc>.<day>.<slot>`, TTL 3 days), per epoch
 (`EligibleSlotSubmissionByEpochKey.<lc>.<day>.<epoch>` hash slot -> count), and a slot that
 reaches the daily quota joins `EligibleNodeByDayKey.<lc>.<day>`. On an EVM chain, a
-`submit(market, epoch, cid)` callback puts the batch on chain.
+`on_batch(item)` callback puts the batch on chain.
+
+What it consumed is kept as digests (item digests, per-epoch batch ids and a multiset digest
+of the keys), so a long run's checks do not hold every batch in memory.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from seqcollector.core.batching import parse_member
+from sim.keysum import KeySum, item_digest
+
 ELIGIBLE_TTL_S = 3 * 24 * 3600
 OnBatch = Callable[[dict[str, Any]], Awaitable[None]]
+Epoch = tuple[str, int]
 
 
 class Finalizer:
     def __init__(
         self, redis: aioredis.Redis, daily_quota: int = 1000, on_batch: OnBatch | None = None
-    ):
+    ) -> None:
         self.redis = redis
         self.daily_quota = daily_quota
         self.on_batch = on_batch
-        self.consumed: list[str] = []  # every item, in consumption order
+        self.consumed: Counter[str] = Counter()  # item digests
+        self.batch_ids: dict[Epoch, list[int]] = {}
+        self.keys: dict[Epoch, KeySum] = {}
+        self.misplaced: list[str] = []  # keys under the wrong project, or unsorted
 
     async def drain(self) -> int:
         """Consume everything queued now (FIFO: the collector LPUSHes, we RPOP)."""
         n = 0
         while (raw := await self.redis.rpop("finalizerQueue")) is not None:
             text = raw.decode() if isinstance(raw, bytes) else str(raw)
-            self.consumed.append(text)
+            self.record(text)
             await self._finalize(json.loads(text))
             n += 1
         return n
+
+    def record(self, text: str) -> None:
+        """Note an item (consumed, or found still queued at the end)."""
+        item = json.loads(text)
+        epoch = (str(item["DataMarketAddress"]).lower(), int(item["EpochID"]))
+        self.consumed[item_digest(text)] += 1
+        self.batch_ids.setdefault(epoch, []).append(int(item["BatchID"]))
+        keys = self.keys.setdefault(epoch, KeySum())
+        for project, members in item["Batch"].items():
+            if members != sorted(members) or any(
+                (parse_member(m) or ("", 0))[0] != project for m in members
+            ):
+                self.misplaced.append(f"epoch {epoch[1]} project {project}")
+            for member in members:
+                keys.add(member)
 
     async def _finalize(self, item: dict[str, Any]) -> None:
         market = str(item["DataMarketAddress"]).lower()

@@ -31,6 +31,7 @@ from seqcollector.runtime.pipeline import Pipeline
 from sim import invariants
 from sim.faults import WORLD_KINDS, FaultyExecutor, SimCrash, fault_rng
 from sim.finalizer import Finalizer
+from sim.keysum import KeySum
 from sim.lockstep import LockstepSource, SyntheticSteps
 from sim.record import FaultMark, SimRecord
 from sim.relayer import Relayer
@@ -198,9 +199,7 @@ async def _run_fast(
     elapsed = time.monotonic() - started
     timeline = replay_timeline(journal, out_dir / "effects.jsonl")
     windows = _synthetic_windows(spec, world)
-    await _check(
-        record, windows, world.canonical_hash, world.sets, timeline, finalizer, redis, calls
-    )
+    await _check(record, windows, world.canonical_hash, timeline, finalizer, redis, calls)
     _fill(record, spec, world, timeline, elapsed, len(calls))
     await redis.aclose()
     return record
@@ -219,16 +218,14 @@ async def _run_evm(
     journal.unlink(missing_ok=True)
     record = SimRecord(spec.seed, "evm", [], sorted(spec.faults))
     started = time.monotonic()
-    world, finalizer, calls, executor, chain = await run_evm(
-        spec, out_dir, redis, record, on_progress
-    )
+    finalizer, calls, executor, chain = await run_evm(spec, out_dir, redis, record, on_progress)
     elapsed = time.monotonic() - started
     for line in executor.log:
         if line.startswith("redis"):
             record.faults.append(FaultMark("redis", 0, line))
     timeline = replay_timeline(journal, out_dir / "effects.jsonl")
     windows, hashes = chain
-    await _check(record, windows, hashes.get, world.sets, timeline, finalizer, redis, calls)
+    await _check(record, windows, hashes.get, timeline, finalizer, redis, calls)
     record.first_block, record.last_block = 0, max(hashes)
     record.windows = list(timeline.windows.values())
     record.batches = timeline.batches
@@ -240,7 +237,7 @@ async def _run_evm(
             "markets": spec.markets,
             "blocks": max(hashes) + 1,
             "epochs batched": epochs,
-            "finalizer items": len(timeline.pushed),
+            "finalizer items": sum(timeline.pushed.values()),
             "submitBatchSize calls": len(calls),
             "crashes": sum(f.kind == "crash" for f in record.faults),
             "redis outages": sum(f.kind == "redis" for f in record.faults),
@@ -297,14 +294,15 @@ async def _check(
     record: SimRecord,
     windows: list[CanonicalWindow],
     canonical_hash: Callable[[int], str | None],
-    sets: dict[str, set[str]],
     t: Timeline,
     finalizer: Finalizer,
     redis: aioredis.Redis,
     calls: list[dict[str, object]],
 ) -> None:
+    """The invariants. The oracle for batch contents is what the dequeuer wrote in Redis
+    under the canonical window's headers, read independently of the collector."""
     canonical: set[tuple[str, int]] = set()
-    expected: dict[tuple[str, int], set[str]] = {}
+    expected: dict[tuple[str, int], KeySum] = {}
     orphan_closed = 0
     for w in windows:
         if w.close is None:
@@ -312,23 +310,25 @@ async def _check(
         key = (w.market, w.epoch)
         canonical.add(key)
         closed = t.closed_at.get(key)
-        if closed is not None and closed[1] == canonical_hash(closed[0]):
-            members: set[str] = set()
-            for n in range(w.release, w.close):
-                members |= sets.get(
-                    f"SnapshotCollector.{w.market}.{w.epoch}.{canonical_hash(n)}", set()
-                )
-            expected[key] = {m for m in members if parse_member(m) is not None}
-        else:
+        if closed is None or closed[1] != canonical_hash(closed[0]):
             orphan_closed += 1
-    remaining = [i.decode() for i in reversed(await redis.lrange("finalizerQueue", 0, -1))]
-    items = finalizer.consumed + remaining
+            continue
+        async with redis.pipeline(transaction=False) as pipe:
+            for n in range(w.release, w.close):
+                pipe.smembers(f"SnapshotCollector.{w.market}.{w.epoch}.{canonical_hash(n)}")
+            replies = await pipe.execute()
+        members = {m.decode() for reply in replies for m in reply}
+        expected[key] = KeySum()
+        for member in sorted(m for m in members if parse_member(m) is not None):
+            expected[key].add(member)
+    for raw in reversed(await redis.lrange("finalizerQueue", 0, -1)):  # still queued
+        finalizer.record(raw.decode() if isinstance(raw, bytes) else str(raw))
     batched = set(t.batch_counts)
-    call_check, repeats = invariants.one_batch_size_call_per_epoch(batched, calls)  # type: ignore[arg-type]
+    call_check, repeats = invariants.one_batch_size_call_per_epoch(batched, calls)
     record.invariants += [
-        invariants.batched_exactly_once(canonical, items, t.batch_counts),
-        invariants.batches_hold_window_submissions(expected, items),
-        invariants.queue_items_exactly_once(t.pushed, finalizer.consumed, remaining),
+        invariants.batched_exactly_once(canonical, finalizer.batch_ids, t.batch_counts),
+        invariants.batches_hold_window_submissions(expected, finalizer.keys, finalizer.misplaced),
+        invariants.queue_items_exactly_once(t.pushed, finalizer.consumed),
         call_check,
     ]
     record.summary["windows closed by a block later orphaned"] = orphan_closed
@@ -370,7 +370,7 @@ def _fill(
             "markets": spec.markets,
             "blocks": world.spec.blocks,
             "epochs batched": epochs,
-            "finalizer items": len(t.pushed),
+            "finalizer items": sum(t.pushed.values()),
             "submitBatchSize calls": calls,
             "crashes": sum(f.kind == "crash" for f in record.faults),
             "redis outages": sum(f.kind == "redis" for f in record.faults),

@@ -17,71 +17,54 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 from seqcollector.core.addresses import checksum
-from seqcollector.core.batching import parse_member
+from sim.keysum import KeySum
 from sim.record import InvariantResult
 
 Epoch = tuple[str, int]  # (lowercase market, epoch)
 
 
-def _items(raw_items: Iterable[str]) -> list[dict[str, Any]]:
-    return [json.loads(i) for i in raw_items]
-
-
 def batched_exactly_once(
-    canonical: set[Epoch], queue_items: list[str], batch_counts: dict[Epoch, int]
+    canonical: set[Epoch], batch_ids: dict[Epoch, list[int]], batch_counts: dict[Epoch, int]
 ) -> InvariantResult:
+    """`batch_ids`: per epoch, the BatchID of every queue item seen (consumed or queued)."""
     problems = []
-    by_epoch: dict[Epoch, list[int]] = {}
-    for item in _items(queue_items):
-        by_epoch.setdefault((item["DataMarketAddress"].lower(), item["EpochID"]), []).append(
-            item["BatchID"]
-        )
     for epoch in sorted(canonical):
         count = batch_counts.get(epoch)
-        ids = sorted(by_epoch.get(epoch, []))
+        ids = sorted(batch_ids.get(epoch, []))
         if count is None:
             problems.append(f"{_name(epoch)} never batched")
         elif ids != list(range(1, count + 1)):
             problems.append(f"{_name(epoch)} batch ids {ids}, BatchCountKey {count}")
-    extra = sorted(set(by_epoch) - set(batch_counts))
+    extra = sorted(set(batch_ids) - set(batch_counts))
     problems += [f"{_name(e)} has queue items but no BatchCountKey" for e in extra]
     return _result("every canonical epoch batched exactly once", problems, len(canonical))
 
 
 def batches_hold_window_submissions(
-    expected: dict[Epoch, set[str]], queue_items: list[str]
+    expected: dict[Epoch, KeySum], got: dict[Epoch, KeySum], misplaced: list[str]
 ) -> InvariantResult:
-    """`expected`: per epoch closed on the canonical chain, the well-formed members of the
-    sets of its canonical window blocks."""
-    got: dict[Epoch, list[str]] = {}
-    problems = []
-    for item in _items(queue_items):
-        epoch = (item["DataMarketAddress"].lower(), item["EpochID"])
-        for project, keys in item["Batch"].items():
-            wrong = [k for k in keys if (parse_member(k) or ("", 0))[0] != project]
-            if wrong or keys != sorted(keys):
-                problems.append(f"{_name(epoch)} project {project}: keys {wrong or keys}")
-            got.setdefault(epoch, []).extend(keys)
-    for epoch, members in sorted(expected.items()):
-        keys = got.get(epoch, [])
-        if len(keys) != len(set(keys)) or set(keys) != members:
-            missing, extra = sorted(members - set(keys)), sorted(set(keys) - members)
-            problems.append(f"{_name(epoch)}: missing {missing[:3]}, unexpected {extra[:3]}")
+    """`expected`: per epoch closed on the canonical chain, the multiset digest of the
+    well-formed members of its canonical window's sets; `got`: of the keys in its batches."""
+    problems = [f"keys not grouped by project, or unsorted: {m}" for m in misplaced]
+    for epoch, want in sorted(expected.items()):
+        have = got.get(epoch, KeySum())
+        if have != want:
+            problems.append(
+                f"{_name(epoch)}: {have.count} keys in batches, {want.count} expected"
+                " (or other keys)"
+            )
     return _result("batches hold exactly the in-window submissions", problems, len(expected))
 
 
-def queue_items_exactly_once(
-    pushed: list[str], consumed: list[str], remaining: list[str]
-) -> InvariantResult:
-    want, have = Counter(pushed), Counter(consumed) + Counter(remaining)
-    problems = [f"lost: {i[:120]}" for i in (want - have)] + [
-        f"duplicated or unknown: {i[:120]}" for i in (have - want)
-    ]
-    return _result("no finalizer-queue item lost or duplicated", problems, len(pushed))
+def queue_items_exactly_once(pushed: Counter[str], seen: Counter[str]) -> InvariantResult:
+    """Digests of the items the committed effects pushed vs. consumed + still queued."""
+    lost, extra = pushed - seen, seen - pushed
+    problems = [f"{sum(lost.values())} item(s) lost"] if lost else []
+    problems += [f"{sum(extra.values())} item(s) duplicated or unknown"] if extra else []
+    return _result("no finalizer-queue item lost or duplicated", problems, sum(pushed.values()))
 
 
 def one_batch_size_call_per_epoch(

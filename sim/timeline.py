@@ -4,22 +4,23 @@ timeline of windows and batches for the report and the invariants."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from seqcollector.core import new_state, step
 from seqcollector.core.addresses import checksum
 from seqcollector.core.effects import Effect, ListPush, QuerySubmissionSets, SetValue
 from seqcollector.journal import EffectsDigest, read_header, read_inputs
+from sim.keysum import item_digest
 from sim.record import BatchMark, WindowSpan
 
 
 class Timeline:
     def __init__(self) -> None:
-        self.effects: list[Effect] = []
         self.windows: dict[tuple[str, int], WindowSpan] = {}
         self.batches: list[BatchMark] = []
         self.closed_at: dict[tuple[str, int], tuple[int, str]] = {}  # (number, hash) of close
-        self.pushed: list[str] = []  # finalizerQueue items, in push order
+        self.pushed: Counter[str] = Counter()  # digests of the finalizerQueue items pushed
         self.batch_counts: dict[tuple[str, int], int] = {}
         self.digest = ""
 
@@ -35,7 +36,6 @@ def replay_timeline(journal: Path, effects_out: Path | None = None) -> Timeline:
             before = {(lc, e) for lc, ms in state.domain.markets.items() for e in ms.windows}
             _, effects = step(state, inp)
             digest.add(effects)
-            t.effects.extend(effects)
             head = state.head
             for lc, ms in state.domain.markets.items():
                 for e, w in ms.windows.items():
@@ -60,14 +60,15 @@ def _scan(t: Timeline, effects: list[Effect], head: int, head_hash: str) -> None
                 w = t.windows[key]
                 t.windows[key] = WindowSpan(w.market, w.epoch, w.opened_block, head)
         elif isinstance(effect, ListPush) and effect.key == "finalizerQueue":
-            t.pushed.append(effect.value)
+            t.pushed[item_digest(effect.value)] += 1
             item = json.loads(effect.value)
             key = (item["DataMarketAddress"].lower(), item["EpochID"])
             keys_in[key] = keys_in.get(key, 0) + sum(len(v) for v in item["Batch"].values())
         elif isinstance(effect, SetValue) and effect.key.startswith("BatchCountKey."):
-            _, lc, epoch = effect.key.split(".")
-            key = (lc, int(epoch))
+            _, lc, epoch_text = effect.key.split(".")
+            key = (lc, int(epoch_text))
             t.batch_counts[key] = int(effect.value)
             pushes[key] = int(effect.value)
-    for (lc, epoch), n in pushes.items():
-        t.batches.append(BatchMark(checksum(lc), epoch, n, keys_in.get((lc, epoch), 0), head))
+    for (market, epoch), n in pushes.items():
+        mark = BatchMark(checksum(market), epoch, n, keys_in.get((market, epoch), 0), head)
+        t.batches.append(mark)

@@ -2,44 +2,43 @@
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 
 from sim import invariants
+from sim.keysum import KeySum
 
 M = "0x" + "ab" * 20
 
 
-def item(epoch: int, batch_id: int, batch: dict[str, list[str]]) -> str:
-    return json.dumps(
-        {"DataMarketAddress": M, "EpochID": epoch, "BatchID": batch_id, "Batch": batch}
-    )
-
-
-def key(epoch: int, project: str, slot: int) -> str:
-    return f"{M}.{epoch}.{project}.{slot}"
+def keys(*members: str) -> KeySum:
+    k = KeySum()
+    for m in members:
+        k.add(m)
+    return k
 
 
 def test_missing_and_duplicated_batches_are_caught() -> None:
-    good = [item(1, 1, {"p": [key(1, "p", 1)]}), item(1, 2, {"q": [key(1, "q", 2)]})]
-    assert invariants.batched_exactly_once({(M, 1)}, good, {(M, 1): 2}).ok
-    assert not invariants.batched_exactly_once({(M, 1), (M, 2)}, good, {(M, 1): 2}).ok
-    assert not invariants.batched_exactly_once({(M, 1)}, [*good, good[0]], {(M, 1): 2}).ok
+    assert invariants.batched_exactly_once({(M, 1)}, {(M, 1): [2, 1]}, {(M, 1): 2}).ok
+    assert not invariants.batched_exactly_once({(M, 1), (M, 2)}, {(M, 1): [1, 2]}, {(M, 1): 2}).ok
+    assert not invariants.batched_exactly_once({(M, 1)}, {(M, 1): [1, 2, 1]}, {(M, 1): 2}).ok
+    assert not invariants.batched_exactly_once(set(), {(M, 3): [1]}, {}).ok
 
 
 def test_wrong_batch_contents_are_caught() -> None:
-    batch = [item(1, 1, {"p": [key(1, "p", 1)]})]
-    assert invariants.batches_hold_window_submissions({(M, 1): {key(1, "p", 1)}}, batch).ok
-    missing = {key(1, "p", 1), key(1, "p", 2)}
-    assert not invariants.batches_hold_window_submissions({(M, 1): missing}, batch).ok
-    misplaced = [item(1, 1, {"q": [key(1, "p", 1)]})]
-    assert not invariants.batches_hold_window_submissions({(M, 1): {key(1, "p", 1)}}, misplaced).ok
+    want = {(M, 1): keys("a", "b")}
+    assert invariants.batches_hold_window_submissions(want, {(M, 1): keys("b", "a")}, []).ok
+    assert not invariants.batches_hold_window_submissions(want, {(M, 1): keys("a")}, []).ok
+    assert not invariants.batches_hold_window_submissions(
+        want, {(M, 1): keys("a", "b", "b")}, []
+    ).ok
+    assert not invariants.batches_hold_window_submissions(want, {(M, 1): keys("a", "c")}, []).ok
+    assert not invariants.batches_hold_window_submissions({}, {}, ["epoch 1 project p"]).ok
 
 
 def test_lost_or_duplicated_queue_items_are_caught() -> None:
-    a, b = item(1, 1, {}), item(2, 1, {})
-    assert invariants.queue_items_exactly_once([a, b], [a], [b]).ok
-    assert not invariants.queue_items_exactly_once([a, b], [a], []).ok
-    assert not invariants.queue_items_exactly_once([a], [a], [a]).ok
+    assert invariants.queue_items_exactly_once(Counter({"a": 1, "b": 1}), Counter("ab")).ok
+    assert not invariants.queue_items_exactly_once(Counter("ab"), Counter("a")).ok
+    assert not invariants.queue_items_exactly_once(Counter("a"), Counter("aa")).ok
 
 
 def test_conflicting_or_missing_relayer_calls_are_caught() -> None:
