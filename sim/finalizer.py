@@ -39,16 +39,22 @@ class Finalizer:
         self.batch_ids: dict[Epoch, list[int]] = {}
         self.keys: dict[Epoch, KeySum] = {}
         self.misplaced: list[str] = []  # keys under the wrong project, or unsorted
+        self._ttl_set: set[tuple[str, int, int]] = set()
 
     async def drain(self) -> int:
-        """Consume everything queued now (FIFO: the collector LPUSHes, we RPOP)."""
-        n = 0
+        """Consume everything queued now (FIFO: the collector LPUSHes, we RPOP), then write
+        the eligibility counts of all of it in one pipeline."""
+        items = []
         while (raw := await self.redis.rpop("finalizerQueue")) is not None:
             text = raw.decode() if isinstance(raw, bytes) else str(raw)
             self.record(text)
-            await self._finalize(json.loads(text))
-            n += 1
-        return n
+            items.append(json.loads(text))
+        if items:
+            await self._count(items)
+        if self.on_batch is not None:
+            for item in items:
+                await self.on_batch(item)
+        return len(items)
 
     def record(self, text: str) -> None:
         """Note an item (consumed, or found still queued at the end)."""
@@ -65,24 +71,35 @@ class Finalizer:
             for member in members:
                 keys.add(member)
 
-    async def _finalize(self, item: dict[str, Any]) -> None:
-        market = str(item["DataMarketAddress"]).lower()
-        epoch = int(item["EpochID"])
-        day_raw = await self.redis.get(f"CurrentDayKey.{market}")
-        day = int(day_raw) if day_raw is not None else 1
-        slots = [int(k.split(".")[3]) for keys in item["Batch"].values() for k in keys]
+    async def _count(self, items: list[dict[str, Any]]) -> None:
+        per_slot: Counter[tuple[str, int, int]] = Counter()  # (market, day, slot)
+        per_epoch: dict[tuple[str, int, int], Counter[str]] = {}  # (market, day, epoch)
+        days: dict[str, int] = {}
+        for item in items:
+            market, epoch = str(item["DataMarketAddress"]).lower(), int(item["EpochID"])
+            if market not in days:
+                raw = await self.redis.get(f"CurrentDayKey.{market}")
+                days[market] = int(raw) if raw is not None else 1
+            day = days[market]
+            for keys in item["Batch"].values():
+                for key in keys:
+                    slot = int(key.split(".")[3])
+                    per_slot[(market, day, slot)] += 1
+                    per_epoch.setdefault((market, day, epoch), Counter())[str(slot)] += 1
         async with self.redis.pipeline(transaction=False) as pipe:
-            for slot in slots:
-                pipe.incr(f"EligibleSlotSubmissionsKey.{market}.{day}.{slot}")
-                pipe.expire(f"EligibleSlotSubmissionsKey.{market}.{day}.{slot}", ELIGIBLE_TTL_S)
-                pipe.hincrby(
-                    f"EligibleSlotSubmissionByEpochKey.{market}.{day}.{epoch}", str(slot), 1
+            for (market, day, slot), n in per_slot.items():
+                pipe.incrby(f"EligibleSlotSubmissionsKey.{market}.{day}.{slot}", n)
+            for (market, day, epoch), counts in per_epoch.items():
+                pipe.hset(
+                    f"EligibleSlotSubmissionByEpochKey.{market}.{day}.{epoch}", mapping=dict(counts)
                 )
-            counts = await pipe.execute()
-        reached = [
-            s for s, c in zip(slots, counts[0::3], strict=True) if int(c) >= self.daily_quota
-        ]
-        if reached:
-            await self.redis.sadd(f"EligibleNodeByDayKey.{market}.{day}", *reached)
-        if self.on_batch is not None:
-            await self.on_batch(item)
+            totals = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (market, day, slot), total in zip(per_slot, totals, strict=False):
+                key = f"EligibleSlotSubmissionsKey.{market}.{day}.{slot}"
+                if (market, day, slot) not in self._ttl_set:  # a TTL once per key is enough
+                    self._ttl_set.add((market, day, slot))
+                    pipe.expire(key, ELIGIBLE_TTL_S)
+                if int(total) >= self.daily_quota:
+                    pipe.sadd(f"EligibleNodeByDayKey.{market}.{day}", slot)
+            await pipe.execute()

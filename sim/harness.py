@@ -57,6 +57,7 @@ class SimSpec(msgspec.Struct, frozen=True):
     max_reorg_depth: int = 6  # reorg faults are 1..this deep
     crash_rate: float = 0.04  # per commit, with `crash`
     relayer_fail_rate: float = 0.3  # with `relayer`
+    submission_values: bool = True  # write the value under each submission key (fast mode)
     crash_at: frozenset[tuple[int, str]] = frozenset()  # exact crash points (commit number)
 
 
@@ -117,7 +118,7 @@ async def _run_fast(
     redis_url: str | None,
     on_progress: Callable[[int, int], None] | None,
 ) -> SimRecord:
-    world = SyntheticWorld(world_spec(spec))
+    world = SyntheticWorld(world_spec(spec), keep_sets=False)  # the oracle reads Redis
     config = world.core_config(batch_size=spec.batch_size, max_reorg_depth=spec.max_reorg_depth * 2)
     redis = await _store(redis_url)
     journal = out_dir / "journal.jsonl"
@@ -130,7 +131,7 @@ async def _run_fast(
         first_block=world.spec.first_block,
         last_block=world.spec.first_block + world.spec.blocks - 1,
     )
-    steps = SyntheticSteps(world, redis)
+    steps = SyntheticSteps(world, redis, values=spec.submission_values)
     finalizer = Finalizer(redis)
     started = time.monotonic()
     relayer_rng = random.Random(f"{spec.seed}:relayer")
@@ -166,6 +167,8 @@ async def _run_fast(
                 steps.resume_index(pipeline),
                 pipeline,
                 between=finalizer.drain,
+                wait=False,
+                between_every=20,
                 on_step=(lambda i: on_progress(i, total_steps)) if on_progress else None,
             )
             collector = Collector(

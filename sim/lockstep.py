@@ -27,14 +27,14 @@ SET_TTL_S = 20 * 60
 class SyntheticSteps:
     """The world's inputs cut into steps, kept so that a restarted collector can resume."""
 
-    def __init__(self, world: SyntheticWorld, redis: aioredis.Redis) -> None:
+    def __init__(self, world: SyntheticWorld, redis: aioredis.Redis, values: bool = True) -> None:
         self.world = world
         self.redis = redis
+        self.values = values
         self.steps: list[list[Input]] = []
         self._by_hash: dict[str, int] = {}
         self._inputs = world.inputs()
         self._pending: Input | None = None
-        self._flushed = 0
         self.done = False
 
     async def step(self, i: int) -> list[Input] | None:
@@ -64,16 +64,20 @@ class SyntheticSteps:
             self.steps.append(step)
 
     async def _flush(self) -> None:
-        new = self.world.written[self._flushed :]
+        new, self.world.written = self.world.written, []  # drained: a long run stays small
         if not new:
             return
+        by_key: dict[str, list[str]] = {}
+        for key, member in new:
+            by_key.setdefault(key, []).append(member)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for key, member in new:
-                pipe.sadd(key, member)
+            for key, members in by_key.items():
+                pipe.sadd(key, *members)
                 pipe.expire(key, SET_TTL_S)
-                pipe.set(member, _submission_value(member), ex=SET_TTL_S)
+            if self.values:  # the value under each submission key (the collector never reads it)
+                for _, member in new:
+                    pipe.set(member, _submission_value(member), ex=SET_TTL_S)
             await pipe.execute()
-        self._flushed += len(new)
 
     def resume_index(self, pipeline: Pipeline) -> int:
         """The first step the collector has not committed."""
@@ -96,8 +100,15 @@ def _only_rewinds(step: list[Input]) -> bool:
 
 
 class LockstepSource:
-    """An `InputSource` for the collector: yields step after step, waiting between them
-    until the collector committed the last, then lets the world act (`between`)."""
+    """An `InputSource` for the collector: yields step after step and lets the world act
+    (`between`) every `between_every` steps.
+
+    Determinism does not need the collector to keep up: a step's submissions are in Redis
+    before the step is yielded, and a window only reads blocks before the one closing it. With
+    `wait=True` each step also waits until the collector committed the previous one (one
+    block in flight, a commit per block); without, the collector commits whatever has piled
+    up in one transaction, as it does when catching up.
+    """
 
     def __init__(
         self,
@@ -106,22 +117,26 @@ class LockstepSource:
         pipeline: Pipeline,
         between: Callable[[], Awaitable[Any]] | None = None,
         on_step: Callable[[int], None] | None = None,
+        wait: bool = True,
+        between_every: int = 1,
     ) -> None:
         self.steps = steps
         self.index = start
         self.pipeline = pipeline
         self.between = between
         self.on_step = on_step
+        self.wait = wait
+        self.between_every = between_every
         self.chain_head: int | None = None
 
     async def units(self) -> AsyncGenerator[list[Input], None]:
         while (step := await self.steps.step(self.index)) is not None:
             target = self.pipeline.seq + len(step)
             yield step  # one unit: committed whole
-            while self.pipeline.seq < target:  # the barrier: committed (answers add inputs)
+            while self.wait and self.pipeline.seq < target:  # committed (answers add inputs)
                 await anyio.sleep(0.0005)
             self.index += 1
-            if self.between is not None:
+            if self.between is not None and self.index % self.between_every == 0:
                 await self.between()
             if self.on_step is not None:
                 self.on_step(self.index)

@@ -75,6 +75,7 @@ class SyntheticWorld:
     spec: WorldSpec
     sets: dict[str, set[str]] = field(default_factory=dict)
     written: list[tuple[str, str]] = field(default_factory=list)  # (set key, member), in order
+    keep_sets: bool = True  # False: only `written` (drained by its reader), for long runs
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.spec.seed)
@@ -195,7 +196,8 @@ class SyntheticWorld:
     def _submit(self, n: int, header: str) -> None:
         for lc, epoch, member in self._planned.get(n, []):
             key = keys.submission_set(lc, epoch, header)
-            self.sets.setdefault(key, set()).add(member)
+            if self.keep_sets:
+                self.sets.setdefault(key, set()).add(member)
             self.written.append((key, member))
 
 
@@ -224,7 +226,6 @@ class SyntheticSource:
         self.world = world
         self.redis = redis
         self.chain_head: int | None = world.spec.first_block + world.spec.blocks - 1
-        self._flushed = 0
 
     async def units(self) -> AsyncGenerator[list[Input], None]:
         """`[Rewind]`, `[MarketParams...]` or `[Block, *logs]`, submissions flushed first."""
@@ -244,7 +245,7 @@ class SyntheticSource:
             yield unit
 
     async def _flush(self) -> None:
-        new = self.world.written[self._flushed :]
+        new, self.world.written = self.world.written, []
         if not new:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -252,4 +253,3 @@ class SyntheticSource:
                 pipe.sadd(key, member)
                 pipe.expire(key, self.SET_TTL_S)
             await pipe.execute()
-        self._flushed += len(new)

@@ -264,8 +264,12 @@ def _on_submission_sets(state: State, r: SubmissionSets, out: list[Effect]) -> N
     body: dict[str, object] = {"dataMarketAddress": eip55, "epochID": r.epoch, "batchSize": count}
     out.append(RelayerCall(f"submitBatchSize:{lc}:{r.epoch}", "/submitBatchSize", body))
     day = ms.day if ms.day is not None else 0
+    if ms.counted_day != day:
+        ms.counted_day, ms.counted_slots = day, []
     for slot, n in plan.slot_counts:
-        out.append(IncrementBy(keys.slot_submissions(lc, day, slot), n, cfg.slot_submissions_ttl_s))
+        first = _add_sorted(ms.counted_slots, slot)
+        ttl = cfg.slot_submissions_ttl_s if first else None
+        out.append(IncrementBy(keys.slot_submissions(lc, day, slot), n, ttl))
     if plan.malformed:
         _count(state, "malformed_submission", len(plan.malformed))
         message = (
@@ -278,6 +282,15 @@ def _on_submission_sets(state: State, r: SubmissionSets, out: list[Effect]) -> N
     _count(state, "epochs_batched", 1)
     _count(state, "batches", count)
     state.dirty = True
+
+
+def _add_sorted(values: list[int], value: int) -> bool:
+    """Insert into a sorted list; True if it was not there."""
+    i = bisect_left(values, value)
+    if i < len(values) and values[i] == value:
+        return False
+    values.insert(i, value)
+    return True
 
 
 def _is_emitted(state: State, lc: str, epoch: int) -> bool:

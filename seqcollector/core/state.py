@@ -34,6 +34,11 @@ class MarketState(msgspec.Struct):
     day: int | None = None
     windows: dict[int, Window] = {}
     last_completed_epoch: int | None = None
+    # slots whose SlotSubmissionsKey of `counted_day` already got its TTL: the TTL is set on
+    # a key's first increment of the day only (an EXPIRE per slot per epoch is half of a
+    # batch's Redis commands)
+    counted_day: int | None = None
+    counted_slots: list[int] = []  # sorted
 
 
 class Domain(msgspec.Struct):

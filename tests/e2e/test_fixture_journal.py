@@ -22,7 +22,7 @@ from seqcollector.runtime.replay import ReplayConflict, replay_journal
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "fixtures" / "journals" / "one-market.jsonl"
 GOLDEN_QUEUE = ROOT / "fixtures" / "journals" / "one-market.finalizerQueue.jsonl"
-DIGEST = "2eb4551b4887580ebe9f6c71c6e09e8777e54a8ef36f859ad7f1fc9b3554d79b"
+DIGEST = "5c8c337a659611648b04be03ea906b632c5ccf223f8b55eff82ce4d943852ccc"
 
 pytestmark = pytest.mark.anyio
 

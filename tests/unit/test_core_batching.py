@@ -116,3 +116,22 @@ def test_plan_batches_slot_counts_sorted_by_slot():
     plan = plan_batches([key("p", 10), key("p", 2), key("q", 2)], 50)
     assert plan.slot_counts == [(2, 2), (10, 1)]
     assert len(plan.batches) == 1
+
+
+def test_a_slot_key_gets_its_ttl_on_the_first_increment_of_the_day_only():
+    state = started()
+    run(state, block(101), epoch_released(101, 1), block(102), epoch_released(102, 2))
+    run(state, block(103), block(104))
+    q1 = of(run(state, block(105)), QuerySubmissionSets)[0]
+    first = of(run(state, SubmissionSets(q1.query_id, MARKET, 1, [key("p", 1, 1)])), IncrementBy)
+    q2 = of(run(state, block(106)), QuerySubmissionSets)[0]
+    members = [key("p", 1, 2), key("p", 2, 2)]
+    again = of(run(state, SubmissionSets(q2.query_id, MARKET, 2, members)), IncrementBy)
+    assert [e.ttl_s for e in first] == [7 * 86400]
+    assert [(e.key.rsplit(".", 1)[1], e.ttl_s) for e in again] == [("1", None), ("2", 7 * 86400)]
+    run(state, block(107), day_started(107, 2), epoch_released(107, 3))
+    for n in range(108, 111):
+        run(state, block(n))
+    q3 = of(run(state, block(111)), QuerySubmissionSets)[0]
+    new_day = of(run(state, SubmissionSets(q3.query_id, MARKET, 3, [key("p", 1, 3)])), IncrementBy)
+    assert [(e.key, e.ttl_s) for e in new_day] == [(f"SlotSubmissionsKey.{MARKET}.2.1", 7 * 86400)]
