@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from bench import batch_prep, core_replay, live_chain
+from bench import batch_prep, core_replay, live_chain, sim_load
 from sim.redis_server import RedisServer
 
 
@@ -92,6 +92,27 @@ def main() -> None:
         f"{d['poll(50ms) p50 ms']:,.1f} / {d['poll(50ms) p99 ms']:,.1f}",
         "",
     )
+
+    console.print(
+        "(e) load: fast simulation, 10 markets x 200 projects x 100 slots x 500 epochs..."
+    )
+    e = sim_load.sim_load()
+    table.add_row("(e) load", "epochs (fast mode, real Redis)", f"{e['epochs']:,.0f}", "")
+    table.add_row(
+        "",
+        "epochs/s (collector, world, finalizer, relayer in one process)",
+        f"{e['epochs/s']:,.1f}",
+        _goal(e["epochs/s"] >= 200, ">= 200"),
+    )
+    table.add_row(
+        "", "peak RSS MB", f"{e['peak RSS MB']:,.0f}", _goal(e["peak RSS MB"] <= 150, "<= 150")
+    )
+    table.add_row("", "invariants", "ok" if e["invariants ok"] else "FAILED", "")
+    console.print("(e) replay of 1,000,000 blocks into a real Redis, RSS every 10%...")
+    r = sim_load.replay_memory()
+    table.add_row("", "1M-block replay blocks/s", f"{r['blocks/s']:,}", "")
+    samples = " ".join(f"{x:.0f}" for x in r["RSS MB at each 10%"])  # type: ignore[attr-defined]
+    table.add_row("", "RSS MB at each 10% of the replay", samples, "flat")
     console.print(table)
 
 

@@ -22,6 +22,7 @@ from seqcollector.runtime.pipeline import Pipeline
 from sim.synthetic import SyntheticWorld
 
 SET_TTL_S = 20 * 60
+KEEP_STEPS = 4096  # steps kept for a restarted collector to resume from (it is never far behind)
 
 
 class SyntheticSteps:
@@ -31,7 +32,8 @@ class SyntheticSteps:
         self.world = world
         self.redis = redis
         self.values = values
-        self.steps: list[list[Input]] = []
+        self.steps: dict[int, list[Input]] = {}  # the recent ones: a restart resumes nearby
+        self.count = 0
         self._by_hash: dict[str, int] = {}
         self._inputs = world.inputs()
         self._pending: Input | None = None
@@ -39,10 +41,16 @@ class SyntheticSteps:
 
     async def step(self, i: int) -> list[Input] | None:
         """Step i (written to Redis first), or None past the end of the chain."""
-        while len(self.steps) <= i and not self.done:
+        while self.count <= i and not self.done:
             self._cut()
         await self._flush()
-        return self.steps[i] if i < len(self.steps) else None
+        if i - KEEP_STEPS in self.steps:
+            for old in [k for k in self.steps if k < i - KEEP_STEPS]:
+                gone = self.steps.pop(old)
+                for x in gone:
+                    if isinstance(x, Block):
+                        self._by_hash.pop(x.hash, None)
+        return self.steps.get(i) if i < self.count else None
 
     def _cut(self) -> None:
         step: list[Input] = [self._pending] if self._pending is not None else []
@@ -60,8 +68,9 @@ class SyntheticSteps:
         if step:
             for x in step:
                 if isinstance(x, Block):
-                    self._by_hash[x.hash] = len(self.steps)
-            self.steps.append(step)
+                    self._by_hash[x.hash] = self.count
+            self.steps[self.count] = step
+            self.count += 1
 
     async def _flush(self) -> None:
         new, self.world.written = self.world.written, []  # drained: a long run stays small

@@ -194,6 +194,9 @@ class SyntheticWorld:
             self._planned.setdefault(n, []).append((lc, epoch, f"{lc}.{epoch}.malformed"))
 
     def _submit(self, n: int, header: str) -> None:
+        if n % 256 == 0:  # forget plans far behind: no reorg goes back that far
+            for old in [k for k in self._planned if k < n - 256]:
+                del self._planned[old]
         for lc, epoch, member in self._planned.get(n, []):
             key = keys.submission_set(lc, epoch, header)
             if self.keep_sets:

@@ -1,0 +1,137 @@
+"""Benchmark (e): load (figures, not tests).
+
+1. The fast simulation at 10 markets x 200 projects x 100 slots, 500 epochs per market
+   (5,000 epochs), against a real redis-server: epochs/s and the peak RSS of the process
+   (collector, world, finalizer and checks together; run in a child process to isolate it).
+2. A replay of a 1,000,000-block journal into a real redis-server: RSS sampled every
+   100,000 blocks, to show that memory stays flat (the core keeps a bounded history).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from seqcollector.journal import JournalHeader, JournalWriter
+from sim.redis_server import RedisServer
+from sim.synthetic import SyntheticWorld, WorldSpec, drive
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE / 2**20
+
+
+def sim_load(
+    epochs: int = 500, markets: int = 10, projects: int = 200, slots: int = 100
+) -> dict[str, float]:
+    """Runs in a child process; returns its figures."""
+    args = [
+        sys.executable,
+        "-m",
+        "bench.sim_load",
+        "--child",
+        str(epochs),
+        str(markets),
+        str(projects),
+        str(slots),
+    ]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=1800)
+    figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def _child(epochs: int, markets: int, projects: int, slots: int) -> None:
+    import logging
+
+    import structlog
+
+    from sim.harness import SimSpec, run_simulation
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    spec = SimSpec(
+        seed=1,
+        epochs=epochs,
+        markets=markets,
+        projects=projects,
+        slots=slots,
+        batch_size=50,
+        submission_values=False,
+    )
+    with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
+        started = time.monotonic()
+        record = anyio.run(run_simulation, spec, Path(tmp), server.url)
+        wall = time.monotonic() - started
+    print(
+        json.dumps(
+            {
+                "epochs": record.summary["epochs batched"],
+                "run s": record.summary["seconds"],
+                "epochs/s": record.summary["epochs/s"],
+                "wall s (with checks)": round(wall, 1),
+                "peak RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "invariants ok": all(i.ok for i in record.invariants),
+            }
+        )
+    )
+
+
+def replay_memory(blocks: int = 1_000_000) -> dict[str, object]:
+    from seqcollector.runtime.replay import replay_journal
+
+    with tempfile.TemporaryDirectory() as tmp, RedisServer() as server:
+        path = Path(tmp) / "long.jsonl"
+        world = SyntheticWorld(
+            WorldSpec(seed=3, markets=1, blocks=blocks, projects=2, slots=2, noise_logs=False)
+        )
+        config = world.core_config(batch_size=50)
+        started = time.monotonic()
+        with JournalWriter(path, JournalHeader(config=config)) as writer:
+            writer.write_many(drive(world, config))
+        generated = time.monotonic() - started
+        del world
+        size = path.stat().st_size
+        samples: list[float] = []
+        marks = [size * k // 10 for k in range(1, 11)]
+
+        def progress(done: int) -> None:
+            while marks and done >= marks[0]:
+                marks.pop(0)
+                samples.append(round(rss_mb(), 1))
+
+        import redis.asyncio as aioredis
+
+        async def go() -> float:
+            client = aioredis.Redis.from_url(server.url)
+            t0 = time.monotonic()
+            await replay_journal(path, client, "bench", on_progress=progress)
+            await client.aclose()
+            return time.monotonic() - t0
+
+        seconds = anyio.run(go)
+    return {
+        "blocks": blocks,
+        "journal MB": round(size / 2**20),
+        "generate s": round(generated),
+        "replay s": round(seconds, 1),
+        "blocks/s": round(blocks / seconds),
+        "RSS MB at each 10%": samples,
+    }
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _child(*(int(a) for a in sys.argv[2:6]))
+    else:
+        print(sim_load())
+        print(replay_memory())
