@@ -79,6 +79,12 @@ def _child(epochs: int, markets: int, projects: int, slots: int) -> None:
                 "run s": record.summary["seconds"],
                 "epochs/s": record.summary["epochs/s"],
                 "wall s (with checks)": round(wall, 1),
+                "collector busy s": record.summary["collector busy s"],
+                "collector epochs/s": round(
+                    float(record.summary["epochs batched"])
+                    / float(record.summary["collector busy s"]),
+                    1,
+                ),
                 "peak RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "invariants ok": all(i.ok for i in record.invariants),
             }

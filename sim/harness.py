@@ -159,6 +159,7 @@ async def _run_fast(
             crash_at=spec.crash_at,
         )
         total_steps = world.spec.blocks + 1 + sum(d + 1 for _, d in world.spec.reorgs)
+        busy = 0.0
         while True:
             pipeline = Pipeline(executor, config, Timeouts(), journal)
             await pipeline.open()
@@ -182,6 +183,7 @@ async def _run_fast(
             )
             try:
                 await collector.run()
+                busy += pipeline.busy_s
                 break
             except BaseException as exc:  # a simulated crash arrives in an exception group
                 crash = _find(exc, SimCrash)
@@ -189,6 +191,7 @@ async def _run_fast(
                     raise
                 head = pipeline.state.head
                 record.faults.append(FaultMark("crash", head.number if head else 0, str(crash)))
+                busy += pipeline.busy_s
             finally:
                 await pipeline.close()
         await finalizer.drain()
@@ -201,6 +204,7 @@ async def _run_fast(
             record.faults.append(FaultMark("redis", 0, line))
     elapsed = time.monotonic() - started
     timeline = replay_timeline(journal, out_dir / "effects.jsonl")
+    record.summary["collector busy s"] = round(busy, 2)
     windows = _synthetic_windows(spec, world)
     await _check(record, windows, world.canonical_hash, timeline, finalizer, redis, calls)
     _fill(record, spec, world, timeline, elapsed, len(calls))

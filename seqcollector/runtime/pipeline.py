@@ -9,6 +9,7 @@ and the journal are put back as they were, so the same group can simply be appli
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -70,6 +71,7 @@ class Pipeline:
         self.digest: EffectsDigest | None = None
         self._committed = dump_state(self.state)
         self.committed_head: BlockRef | None = None  # the head of the last commit that landed
+        self.busy_s = 0.0  # time spent applying groups that landed (throughput figures)
         self._journal: JournalWriter | None = None
 
     async def open(self) -> None:
@@ -144,6 +146,7 @@ class Pipeline:
         """
         if not group:
             return
+        started = time.perf_counter()
         journal_size = self._journal_size()
         fed: list[Input] = []
         effects: list[Effect] = []
@@ -177,6 +180,7 @@ class Pipeline:
         self.seq += len(fed)
         self._committed = state_bytes
         self.committed_head = self.state.head
+        self.busy_s += time.perf_counter() - started
         if self.digest is not None:
             self.digest.add(effects)
         if self.on_effects is not None:
