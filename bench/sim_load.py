@@ -27,6 +27,15 @@ from sim.synthetic import SyntheticWorld, WorldSpec, drive
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def peak_rss_mb() -> float:
+    """VmHWM of this process image (ru_maxrss would include the parent's before exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * PAGE / 2**20
@@ -85,7 +94,7 @@ def _child(epochs: int, markets: int, projects: int, slots: int) -> None:
                     / float(record.summary["collector busy s"]),
                     1,
                 ),
-                "peak RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak RSS MB": peak_rss_mb(),
                 "invariants ok": all(i.ok for i in record.invariants),
             }
         )

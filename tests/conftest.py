@@ -65,9 +65,7 @@ class RedisBackend:
         self._clients: list[aioredis.Redis] = []
 
     def client(self) -> aioredis.Redis:
-        client = (
-            aioredis.Redis.from_url(self._url) if self._url else embedded_redis(self._server)
-        )
+        client = aioredis.Redis.from_url(self._url) if self._url else embedded_redis(self._server)
         self._clients.append(client)
         return client
 
@@ -84,9 +82,7 @@ class RedisBackend:
             await client.aclose()
 
 
-@pytest.fixture(
-    params=[pytest.param("redis", marks=pytest.mark.redis), pytest.param("embedded")]
-)
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), pytest.param("embedded")])
 async def redis_backend(
     request: pytest.FixtureRequest, anyio_backend: str
 ) -> AsyncIterator[RedisBackend]:

@@ -253,6 +253,11 @@ def _on_submission_sets(state: State, r: SubmissionSets, out: list[Effect]) -> N
         detail = f"query {r.query_id} market {r.market[:64]} epoch {r.epoch}: none pending"
         _reject(state, out, "stale_query_result", detail)
         return
+    if _is_emitted(state, lc, r.epoch):  # at most once, whatever a rewind restored
+        del ms.windows[r.epoch]
+        state.dirty = True
+        _reject(state, out, "epoch_already_batched", f"market {lc} epoch {r.epoch}")
+        return
     plan = plan_batches(r.members, state.config.batch_size)
     eip55, cfg = checksum(lc), state.config
     for batch_id, batch in enumerate(plan.batches, start=1):
@@ -337,6 +342,10 @@ def _on_rewind(state: State, r: Rewind, out: list[Effect]) -> None:
     state.domain = load_domain(base[-1].domain)
     state.snapshots = base
     state.dirty = False
+    for lc, ms in state.domain.markets.items():  # batched since the snapshot: not again
+        for epoch in [e for e in ms.windows if _is_emitted(state, lc, e)]:
+            del ms.windows[epoch]
+            state.dirty = True
     _count(state, "rewinds", 1)
 
 

@@ -113,8 +113,12 @@ async def test_setters(chain: AsyncWeb3[Any]) -> None:
     await client.set_day_size(MARKET_A, 86_400)
     await client.set_daily_snapshot_quota(MARKET_A, 3)
     await client.set_epochs_in_a_day(MARKET_A, 10)
-    changed = {"snapshotSubmissionWindow": 7, "DAY_SIZE": 86_400, "dailySnapshotQuota": 3,
-               "epochsInADay": 10}
+    changed = {
+        "snapshotSubmissionWindow": 7,
+        "DAY_SIZE": 86_400,
+        "dailySnapshotQuota": 3,
+        "epochsInADay": 10,
+    }
     assert await client.read_market_params(MARKET_A) == DEFAULTS | changed
     assert await client.read_market_params(MARKET_B) == DEFAULTS
 

@@ -37,11 +37,14 @@ def test_an_epoch_is_batched_at_most_once_across_a_rewind():
     [query] = of(run(state, block(105)), QuerySubmissionSets)
     first = run(state, SubmissionSets(query.query_id, MARKET, 5, [f"{MARKET}.5.p.1"]))
     assert len(of(first, ListPush)) == 1
-    run(state, Rewind(104))  # the closing block is orphaned: the window is open again
+    run(state, Rewind(104))  # the closing block is orphaned, but the epoch is batched:
+    assert 5 not in state.domain.markets[MARKET].windows  # its window does not come back
     again = run(state, block(105, branch=1, parent_branch=0))
-    assert of(again, QuerySubmissionSets) == []
-    assert [r.reason for r in of(again, Rejected)] == ["epoch_already_batched"]
+    assert of(again, QuerySubmissionSets) == [] and of(again, Rejected) == []
     assert pending_queries(state) == []
+    # and a release of the same epoch on the new branch is refused
+    [r] = of(run(state, epoch_released(105, 5, branch=1)), Rejected)
+    assert r.reason == "epoch_already_batched"
 
 
 def test_pending_query_survives_a_rewind_above_its_closing_block():
@@ -88,3 +91,20 @@ def test_a_too_deep_reorg_drops_the_orphaned_branch_snapshots():
     assert blocks == sorted(blocks) == [99, 100]
     run(state, block(103, branch=1), Rewind(101))
     assert state.domain.markets[MARKET].windows == {}
+
+
+def test_a_rewind_to_between_close_and_answer_does_not_batch_again():
+    """Found by the stateful test: the snapshot between a window's close and its answer
+    holds the pending query; restoring it must not let the epoch be batched twice."""
+    state = started(window=6)
+    run(state, block(101), epoch_released(101, 5), block(102), block(103), block(104))
+    [query] = of(run(state, block(105)), QuerySubmissionSets)
+    run(state, block(106))  # a block between the close and the answer
+    answer = SubmissionSets(query.query_id, MARKET, 5, [f"{MARKET}.5.p.1"])
+    assert len(of(run(state, answer), ListPush)) == 1
+    run(state, Rewind(105))
+    assert pending_queries(state) == []
+    again = run(state, answer)
+    assert of(again, ListPush) == [] and [r.reason for r in of(again, Rejected)] == [
+        "stale_query_result"
+    ]
