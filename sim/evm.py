@@ -198,7 +198,7 @@ async def run_evm(
         ) as relayer,
     ):
         if "rpc" in spec.faults:
-            faulty.error_rate, faulty.stall_rate, faulty.stall_s = 0.1, 0.03, 0.8
+            faulty.error_rate, faulty.stall_rate, faulty.stall_s = 0.1, 0.02, 1.5
         if "lag" in spec.faults:
             lagging.lag_blocks = 3
         await world.deploy()
@@ -310,14 +310,14 @@ class _Runner:
             self.collector.stop()
 
     async def run_collectors(self) -> None:
-        timeouts = Timeouts(block_fetch=0.5)
+        timeouts = Timeouts(block_fetch=1.0)
         while not self.done:
             pipeline = Pipeline(self.executor, self.world.core_config(), timeouts, self.journal)
             try:
                 await pipeline.open()
                 self.pipeline = pipeline
                 async with RpcPool(
-                    self.urls, request_timeout_s=0.5, demote_s=0.3, max_lag_blocks=2
+                    self.urls, request_timeout_s=1.0, demote_s=0.3, max_lag_blocks=2
                 ) as pool:
                     await _retry(partial(self._start, pipeline, pool))
                     assert self.collector is not None
@@ -342,7 +342,7 @@ class _Runner:
             max_reorg_depth=self.spec.max_reorg_depth * 2,
             known=[(b.number, b.hash) for b in pipeline.state.blocks],
             start_block=0,
-            poll_interval_s=0.005,
+            poll_interval_s=0.02,
             retry=Backoff(0.01, 0.1),
         )
         self.collector = Collector(

@@ -225,7 +225,17 @@ async def _run_evm(
     journal.unlink(missing_ok=True)
     record = SimRecord(spec.seed, "evm", [], sorted(spec.faults))
     started = time.monotonic()
-    finalizer, calls, executor, chain = await run_evm(spec, out_dir, redis, record, on_progress)
+    limit_s = 120 + 4 * spec.epochs * spec.epoch_every * spec.markets
+    try:
+        with anyio.fail_after(limit_s):
+            finalizer, calls, executor, chain = await run_evm(
+                spec, out_dir, redis, record, on_progress
+            )
+    except TimeoutError:
+        raise SimFailed(
+            f"the EVM simulation with --seed {spec.seed} did not finish within {limit_s} s "
+            f"(see {out_dir / 'sim.log'}); the collector stopped making progress"
+        ) from None
     elapsed = time.monotonic() - started
     for line in executor.log:
         if line.startswith("redis"):

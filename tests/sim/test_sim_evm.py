@@ -13,17 +13,17 @@ from seqcollector.runtime.replay import replay_journal
 from sim.faults import KINDS
 from sim.harness import SimSpec, run_simulation
 
-SMALL = {"epochs": 3, "markets": 2, "projects": 4, "slots": 5, "fast": False}
+SMALL = {"epochs": 2, "markets": 2, "projects": 4, "slots": 5, "fast": False}
 
 
-@pytest.mark.parametrize("seed", [11, 12, 13, 14])
+@pytest.mark.parametrize("seed", range(101, 151))  # 50 seeds, every fault kind
 def test_every_invariant_holds_with_every_fault_on_the_evm(seed: int, tmp_path: Path) -> None:
     record = anyio.run(
         run_simulation, SimSpec(seed=seed, faults=frozenset(KINDS), **SMALL), tmp_path
     )
     assert [i.name for i in record.invariants if not i.ok] == [], record.invariants
     assert len(record.invariants) == 5
-    assert record.summary["rpc faults injected"] > 0
+    assert record.summary["rpc faults injected"] > 0  # rpc and lag are real here
 
 
 def test_evm_runs_are_deterministic_and_replayable(tmp_path: Path) -> None:
