@@ -76,6 +76,7 @@ def _child(epochs: int, markets: int, projects: int, slots: int) -> None:
         slots=slots,
         batch_size=50,
         submission_values=False,
+        lockstep=False,  # the collector commits what piled up, as in a catch-up
     )
     with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
         started = time.monotonic()

@@ -38,7 +38,7 @@ from seqcollector.runtime.startup import read_market_params
 from seqcollector.sources import Backoff, ChainFollower, LogRanges, RpcPool, fetch_headers
 from sim.contract import ProtocolStateClient, deploy_protocol_state
 from sim.ethtester import deterministic_tester, mine
-from sim.faults import FaultyExecutor, SimCrash, fault_rng
+from sim.faults import FaultyExecutor, fault_rng, find_crash
 from sim.finalizer import Finalizer
 from sim.lockstep import SET_TTL_S, _submission_value
 from sim.record import FaultMark, SimRecord
@@ -323,7 +323,7 @@ class _Runner:
                     assert self.collector is not None
                     await self.collector.run()
             except BaseException as exc:
-                crash = _find_crash(exc)
+                crash = find_crash(exc)
                 if crash is None:
                     raise
                 head = pipeline.state.head
@@ -368,17 +368,6 @@ async def _retry(fn: Callable[[], Awaitable[None]], attempts: int = 200) -> None
             if attempt == attempts - 1:
                 raise
             await anyio.sleep(0.01)
-
-
-def _find_crash(exc: BaseException) -> BaseException | None:
-    if isinstance(exc, SimCrash):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _find_crash(inner)
-            if found is not None:
-                return found
-    return None
 
 
 async def canonical_windows(world: EvmWorld, window_s: int) -> tuple[list[Any], dict[int, str]]:

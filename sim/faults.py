@@ -55,6 +55,18 @@ class SimCrash(BaseException):
     """The simulated process death: not an Exception, so no retry loop swallows it."""
 
 
+def find_crash(exc: BaseException) -> BaseException | None:
+    """The SimCrash in `exc` (a task group wraps it in exception groups), if any."""
+    if isinstance(exc, SimCrash):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = find_crash(inner)
+            if found is not None:
+                return found
+    return None
+
+
 class FaultyExecutor(RedisExecutor):
     """A RedisExecutor that crashes (`crash`) or loses Redis for a while (`redis`)."""
 

@@ -29,7 +29,7 @@ from seqcollector.runtime.layout import StoreLayout
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Pipeline
 from sim import invariants
-from sim.faults import WORLD_KINDS, FaultyExecutor, SimCrash, fault_rng
+from sim.faults import WORLD_KINDS, FaultyExecutor, fault_rng, find_crash
 from sim.finalizer import Finalizer
 from sim.keysum import KeySum
 from sim.lockstep import LockstepSource, SyntheticSteps
@@ -58,6 +58,7 @@ class SimSpec(msgspec.Struct, frozen=True):
     crash_rate: float = 0.04  # per commit, with `crash`
     relayer_fail_rate: float = 0.3  # with `relayer`
     submission_values: bool = True  # write the value under each submission key (fast mode)
+    lockstep: bool = True  # fast mode: a commit per block (more crash points); False for load
     crash_at: frozenset[tuple[int, str]] = frozenset()  # exact crash points (commit number)
 
 
@@ -168,8 +169,8 @@ async def _run_fast(
                 steps.resume_index(pipeline),
                 pipeline,
                 between=finalizer.drain,
-                wait=False,
-                between_every=20,
+                wait=spec.lockstep,
+                between_every=1 if spec.lockstep else 20,
                 on_step=(lambda i: on_progress(i, total_steps)) if on_progress else None,
             )
             collector = Collector(
@@ -186,7 +187,7 @@ async def _run_fast(
                 busy += pipeline.busy_s
                 break
             except BaseException as exc:  # a simulated crash arrives in an exception group
-                crash = _find(exc, SimCrash)
+                crash = find_crash(exc)
                 if crash is None:
                     raise
                 head = pipeline.state.head
@@ -265,17 +266,6 @@ async def _run_evm(
     )
     await redis.aclose()
     return record
-
-
-def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _find(inner, kind)
-            if found is not None:
-                return found
-    return None
 
 
 async def _store(redis_url: str | None) -> aioredis.Redis:
