@@ -13,7 +13,8 @@ from seqcollector.runtime.replay import replay_journal
 from sim.faults import KINDS
 from sim.harness import SimSpec, run_simulation
 
-SMALL = {"epochs": 2, "markets": 2, "projects": 4, "slots": 5, "fast": False}
+SMALL = {"epochs": 2, "markets": 2, "projects": 4, "slots": 5, "fast": False, "window_s": 10,
+         "epoch_every": 5}
 
 
 @pytest.mark.parametrize("seed", range(101, 151))  # 50 seeds, every fault kind
