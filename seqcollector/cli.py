@@ -27,6 +27,14 @@ err = Console(stderr=True)
 
 EXIT_BAD_INPUT = 2
 
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML configuration file; the environment wins over it.",
+)
+
 
 def _fail(message: str, code: int = 1) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -136,13 +144,7 @@ def _print_summary(inputs: int, effects: int, commits: int, counters: dict[str, 
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="YAML configuration file; the environment wins over it.",
-)
+@config_option
 @click.option(
     "--record",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -301,13 +303,7 @@ def _log_to(file: IO[str]) -> None:
 
 
 @main.command("check-config")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="YAML configuration file; the environment wins over it.",
-)
+@config_option
 def check_config(config_path: str | None) -> None:
     """Print the effective configuration (secrets masked); exit 2 on an invalid setting."""
     from seqcollector.config import ConfigError, describe_settings, load_settings

@@ -212,17 +212,7 @@ async def run_evm(
             crash_rate=spec.crash_rate,
             crash_at=spec.crash_at,
         )
-        dispatcher = OutboxDispatcher(
-            redis,
-            "seqcollector",
-            relayer.url,
-            "sim-token",
-            relayer.url + "/alerts",
-            http_timeout_s=2.0,
-            max_attempts=2,
-            backoff_initial_s=0.01,
-            backoff_max_s=0.05,
-        )
+        dispatcher = relayer.dispatcher(redis)
         runner = _Runner(
             spec,
             world,

@@ -140,17 +140,7 @@ async def _run_fast(
         fail_rate=spec.relayer_fail_rate if "relayer" in spec.faults else 0.0,
         seed=relayer_rng.randint(0, 2**31),
     ) as relayer:
-        dispatcher = OutboxDispatcher(
-            redis,
-            NAMESPACE,
-            relayer.url,
-            "sim-token",
-            relayer.url + "/alerts",
-            http_timeout_s=2.0,
-            max_attempts=2,
-            backoff_initial_s=0.01,
-            backoff_max_s=0.05,
-        )
+        dispatcher = relayer.dispatcher(redis)
         executor = FaultyExecutor(
             redis,
             NAMESPACE,

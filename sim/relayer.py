@@ -16,6 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+import redis.asyncio as aioredis
+
+from seqcollector.runtime.outbox import OutboxDispatcher
+
 
 @dataclass
 class Recorded:
@@ -47,6 +51,22 @@ class Relayer:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+
+    def dispatcher(
+        self, redis: aioredis.Redis, namespace: str = "seqcollector"
+    ) -> OutboxDispatcher:
+        """An outbox dispatcher delivering to this relayer (and its /alerts), quick to retry."""
+        return OutboxDispatcher(
+            redis,
+            namespace,
+            self.url,
+            "sim-token",
+            self.url + "/alerts",
+            http_timeout_s=2.0,
+            max_attempts=2,
+            backoff_initial_s=0.01,
+            backoff_max_s=0.05,
         )
 
     def paths(self) -> list[str]:
