@@ -223,9 +223,11 @@ async def _run_evm(
                 spec, out_dir, redis, record, on_progress
             )
     except TimeoutError:
+        log_file = out_dir / "sim.log"
+        where = f"see {log_file}" if log_file.exists() else "see the log above"
         raise SimFailed(
             f"the EVM simulation with --seed {spec.seed} did not finish within {limit_s} s "
-            f"(see {out_dir / 'sim.log'}); the collector stopped making progress"
+            f"({where}); the collector stopped making progress"
         ) from None
     elapsed = time.monotonic() - started
     for line in executor.log:

@@ -16,7 +16,6 @@ from typing import Protocol
 
 import anyio
 import structlog
-from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
@@ -79,28 +78,32 @@ class Collector:
         self.retry_first_s = retry_first_s
         self.retry_max_s = retry_max_s
         self.blocks_applied = 0
-        self._tg: TaskGroup | None = None
+        self.stopped = False
+        self._scope = anyio.CancelScope()
 
     def stop(self) -> None:
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        """Stop `run` (now, or as soon as it starts: a stop is never lost)."""
+        self.stopped = True
+        self._scope.cancel()
 
     async def run(self) -> None:
         """Run until stopped. Returns after a clean stop; fatal errors propagate."""
+        with self._scope:
+            await self._run()
+        if self.dispatcher is not None:  # a last, bounded pass: what is left waits in Redis
+            with anyio.move_on_after(FINAL_DELIVERY_S):
+                await self.dispatcher.deliver_pending()
+
+    async def _run(self) -> None:
         await self._retrying("resume_pending_queries", None, self.pipeline.resume_queries)
         send, receive = anyio.create_memory_object_stream[Sequence[Input]](STREAM_BUFFER)
         async with anyio.create_task_group() as tg:
-            self._tg = tg
             tg.start_soon(self._produce, send)
             tg.start_soon(self._consume, receive)
             if self.dispatcher is not None:
                 tg.start_soon(self.dispatcher.run, self.dispatch_interval_s)
             if self.handle_signals:
                 tg.start_soon(self._signals)
-        self._tg = None
-        if self.dispatcher is not None:  # a last, bounded pass: what is left waits in Redis
-            with anyio.move_on_after(FINAL_DELIVERY_S):
-                await self.dispatcher.deliver_pending()
 
     async def _produce(self, send: anyio.abc.ObjectSendStream[Sequence[Input]]) -> None:
         async with send, aclosing(self.source.units()) as units:

@@ -142,3 +142,20 @@ async def test_resume_refuses_a_recording_it_cannot_continue(
     with pytest.raises(ResumeError, match="journal does not exist"):
         await pipeline.open()
     await redis.aclose()
+
+
+async def test_a_stop_before_the_collector_runs_is_not_lost(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A stop that comes while the collector is still starting (between construction and
+    its task group) ends `run` at once: it used to be dropped, and the collector ran on."""
+    world, config = world_and_config()
+    redis = aioredis.Redis.from_url(redis_url)
+    pipeline = Pipeline(RedisExecutor(redis, NS), config, journal=tmp_path / "j.jsonl")
+    await pipeline.open()
+    collector = Collector(pipeline, SyntheticSource(world, redis), handle_signals=False)
+    collector.stop()
+    await collector.run()
+    assert collector.stopped and collector.blocks_applied == 0
+    await pipeline.close()
+    await redis.aclose()

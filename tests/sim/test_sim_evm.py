@@ -17,11 +17,9 @@ SMALL = {"epochs": 2, "markets": 2, "projects": 4, "slots": 5, "fast": False, "w
          "epoch_every": 5}
 
 
-# 50 seeds, every fault kind. Seed 104 is left out: it stops making progress after a reorg,
-# with the collector's head at the chain's height (a same-height branch the follower does not
-# notice while the lockstep world waits: an open bug, see the session note). The harness's
-# wall-clock bound reports it by seed. Reproduce: SimSpec(seed=104, faults=all, **SMALL).
-SEEDS = [s for s in range(101, 152) if s != 104]
+# 50 seeds, every fault kind. Seed 104 once hung: the world's last step stopped a collector
+# that had just restarted after a crash and was not running yet, and the stop was lost.
+SEEDS = list(range(101, 151))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
