@@ -21,6 +21,7 @@ test: lint  ## lint, type-check the core, then every test (unit, property, integ
 
 lint:  ## ruff on everything, mypy --strict on the core
 	$(BIN)/ruff check seqcollector sim tests bench
+	$(BIN)/ruff format --check seqcollector sim tests bench
 	$(BIN)/mypy --strict seqcollector/core
 
 bench:  ## benchmarks: figures and ratios against a baseline measured in the same run

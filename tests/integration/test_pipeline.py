@@ -144,9 +144,7 @@ async def test_resume_refuses_a_recording_it_cannot_continue(
     await redis.aclose()
 
 
-async def test_a_stop_before_the_collector_runs_is_not_lost(
-    redis_url: str, tmp_path: Path
-) -> None:
+async def test_a_stop_before_the_collector_runs_is_not_lost(redis_url: str, tmp_path: Path) -> None:
     """A stop that comes while the collector is still starting (between construction and
     its task group) ends `run` at once: it used to be dropped, and the collector ran on."""
     world, config = world_and_config()

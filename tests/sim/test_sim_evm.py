@@ -13,8 +13,15 @@ from seqcollector.runtime.replay import replay_journal
 from sim.faults import KINDS
 from sim.harness import SimSpec, run_simulation
 
-SMALL = {"epochs": 2, "markets": 2, "projects": 4, "slots": 5, "fast": False, "window_s": 10,
-         "epoch_every": 5}
+SMALL = {
+    "epochs": 2,
+    "markets": 2,
+    "projects": 4,
+    "slots": 5,
+    "fast": False,
+    "window_s": 10,
+    "epoch_every": 5,
+}
 
 
 # 50 seeds, every fault kind. Seed 104 once hung: the world's last step stopped a collector
