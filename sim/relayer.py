@@ -110,6 +110,9 @@ class Relayer:
 
 def _handler(relayer: Relayer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: one connection (and thread) per client
+        disable_nagle_algorithm = True  # headers and body are two writes
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = json.loads(self.rfile.read(length))
