@@ -16,12 +16,11 @@ from typing import Any
 
 import anyio
 import httpx
-import redis.asyncio as aioredis
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from seqcollector.core import Block, CoreConfig
 from seqcollector.runtime.collector import Collector
-from seqcollector.runtime.executor import RedisExecutor
+from seqcollector.runtime.executor import RedisExecutor, redis_client
 from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.startup import read_market_params
 from seqcollector.sources import ChainFollower, RpcPool
@@ -115,7 +114,7 @@ async def head_latency_run(
     """Mine n blocks one at a time; latency = mined (RPC returned) -> the step committed."""
     market_params = None
     config = CoreConfig(protocol_state=address, markets=[MARKET])
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     await redis.flushall()
     pipeline = Pipeline(RedisExecutor(redis, "bench"), config)
     await pipeline.open()

@@ -125,10 +125,10 @@ def replay_memory(blocks: int = 1_000_000) -> dict[str, object]:
                 marks.pop(0)
                 samples.append(round(rss_mb(), 1))
 
-        import redis.asyncio as aioredis
+        from seqcollector.runtime.executor import redis_client
 
         async def go() -> float:
-            client = aioredis.Redis.from_url(server.url)
+            client = redis_client(server.url)
             t0 = time.monotonic()
             await replay_journal(path, client, "bench", on_progress=progress)
             await client.aclose()

@@ -8,7 +8,6 @@ from typing import IO
 
 import anyio
 import click
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
 from rich.progress import (
@@ -73,7 +72,7 @@ def replay(
     quiet: bool,
 ) -> None:
     """Feed JOURNAL through the core and executor; the last line is `digest <sha256>`."""
-    from seqcollector.runtime.executor import embedded_redis
+    from seqcollector.runtime.executor import embedded_redis, redis_client
     from seqcollector.runtime.replay import ReplayConflict, replay_journal
 
     if not journal.is_file():
@@ -87,7 +86,7 @@ def replay(
     total = journal.stat().st_size
 
     async def go(out: IO[bytes] | None) -> None:
-        client = aioredis.Redis.from_url(redis_url) if redis_url else embedded_redis()
+        client = redis_client(redis_url) if redis_url else embedded_redis()
         progress = Progress(
             "[progress.description]{task.description}",
             BarColumn(),

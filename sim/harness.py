@@ -24,7 +24,7 @@ from seqcollector.config import Timeouts
 from seqcollector.core.addresses import checksum
 from seqcollector.core.batching import parse_member
 from seqcollector.runtime.collector import Collector
-from seqcollector.runtime.executor import embedded_redis
+from seqcollector.runtime.executor import embedded_redis, redis_client
 from seqcollector.runtime.layout import StoreLayout
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Pipeline
@@ -263,7 +263,7 @@ async def _run_evm(
 async def _store(redis_url: str | None) -> aioredis.Redis:
     if redis_url is None:
         return embedded_redis()
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     if await client.dbsize():
         await client.aclose()
         raise SimFailed(

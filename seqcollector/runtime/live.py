@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import redis.asyncio as aioredis
+import anyio
 import structlog
 from rich.console import Console
 from web3.providers.async_base import AsyncBaseProvider
 
 from seqcollector.config import Settings
 from seqcollector.runtime.collector import Collector
-from seqcollector.runtime.executor import RedisExecutor
+from seqcollector.runtime.executor import RedisExecutor, redis_client
 from seqcollector.runtime.failures import FailureReporter
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Pipeline
@@ -43,7 +43,7 @@ async def run_live(
     """Run until SIGINT/SIGTERM (or `stop_when`); returns the recorded journal's effects
     digest, if recording. `providers` add in-process nodes (eth-tester) to RPC_NODES."""
     config = settings.core_config()
-    redis = aioredis.Redis.from_url(settings.redis_url())
+    redis = redis_client(settings.redis_url())
     reporter = FailureReporter(settings.slack_reporting_url)
     async with RpcPool(
         settings.rpc_nodes, request_timeout_s=settings.timeouts.block_fetch, providers=providers
@@ -57,7 +57,8 @@ async def run_live(
         )
         await pipeline.open()
         if not settings.attestor_queue_push_enabled:
-            await redis.delete("attestorQueue")  # the Go collector's start-up rule
+            with anyio.fail_after(settings.timeouts.redis_operation):
+                await redis.delete("attestorQueue")  # the Go collector's start-up rule
         params = await read_market_params(pool.request, config.protocol_state, config.markets)
         await pipeline.apply(params)
         known = [(b.number, b.hash) for b in pipeline.state.blocks]
@@ -84,6 +85,7 @@ async def run_live(
             settings.tx_relayer_auth_write_token,
             settings.slack_reporting_url,
             http_timeout_s=settings.http_timeout,
+            redis_timeout_s=settings.timeouts.redis_operation,
         )
         with CatchUpProgress(console) as progress:
             collector = Collector(

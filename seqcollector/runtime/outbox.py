@@ -48,9 +48,9 @@ class OutboxDispatcher:
 
     `relayer_url` / `relayer_token`: TX_RELAYER_URL and TX_RELAYER_AUTH_WRITE_TOKEN.
     `alert_url`: SLACK_REPORTING_URL; empty means alerts are logged and dropped.
-    `http_timeout_s` bounds each attempt (connect to last byte). HTTP is aiohttp's, as in the
-    RPC pool (keep-alive; about a quarter of httpx's CPU per call, which a relayer call per
-    epoch makes count). Each entry gets up to
+    `http_timeout_s` bounds each attempt (connect to last byte), `redis_timeout_s` each
+    Redis operation. HTTP is aiohttp's, as in the RPC pool (keep-alive; about a quarter of
+    httpx's CPU per call, which a relayer call per epoch makes count). Each entry gets up to
     `max_attempts` attempts per pass; before retry n (1, 2, ...) it waits
     `min(backoff_max_s, backoff_initial_s * backoff_exp_base**(n-1) + U(0, backoff_initial_s))`.
     The defaults follow the Go collector (1 s, x1.5, at most 4 s).
@@ -73,6 +73,7 @@ class OutboxDispatcher:
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 4.0,
         backoff_exp_base: float = 1.5,
+        redis_timeout_s: float = 5.0,
     ) -> None:
         if redis.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("OutboxDispatcher needs a client with decode_responses=False")
@@ -84,6 +85,7 @@ class OutboxDispatcher:
         self._relayer_token = relayer_token
         self._alert_url = alert_url
         self._http_timeout_s = http_timeout_s
+        self._redis_timeout_s = redis_timeout_s
         self._owns_client = client is None
         self._client = client  # created on first use when None (it needs a running loop)
         self._max_attempts = max_attempts
@@ -118,13 +120,13 @@ class OutboxDispatcher:
     async def run(self, poll_interval_s: float) -> None:
         """Deliver pending entries until cancelled; sleep `poll_interval_s` when idle.
 
-        A Redis error ends the pass (logged); the next pass starts after the interval.
+        A Redis error or timeout ends the pass (logged); the next pass starts after the interval.
         """
         limit = 100
         while True:
             try:
                 sent = await self.deliver_pending(limit)
-            except RedisError as exc:
+            except (RedisError, TimeoutError) as exc:
                 self._log.error("outbox_pass_failed", error=repr(exc))
                 sent = 0
             if sent < limit:
@@ -137,10 +139,13 @@ class OutboxDispatcher:
         entry to remove it. Undelivered entries stay pending for the next pass.
         """
         # The client returns bytes (checked in __init__).
-        ids = cast(list[bytes], await self._redis.zrange(self._keys.outbox_pending, 0, limit - 1))
-        if not ids:
-            return 0
-        raws = cast(list[bytes | None], await self._redis.hmget(self._keys.outbox, ids))
+        with anyio.fail_after(self._redis_timeout_s):
+            ids = cast(
+                list[bytes], await self._redis.zrange(self._keys.outbox_pending, 0, limit - 1)
+            )
+            if not ids:
+                return 0
+            raws = cast(list[bytes | None], await self._redis.hmget(self._keys.outbox, ids))
         sent = 0
         blocked: set[type] = set()  # destinations that failed in this pass keep their order
         for entry_id, entry in self._decode(zip(ids, raws, strict=True)):
@@ -247,6 +252,10 @@ class OutboxDispatcher:
 
     async def _remove(self, entry_id: bytes) -> None:
         """Mark an entry done: drop it from the pending set and its body, atomically."""
+        with anyio.fail_after(self._redis_timeout_s):
+            await self._remove_now(entry_id)
+
+    async def _remove_now(self, entry_id: bytes) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.zrem(self._keys.outbox_pending, entry_id)
             pipe.hdel(self._keys.outbox, entry_id.decode())

@@ -76,7 +76,8 @@ class Pipeline:
 
     async def open(self) -> None:
         """Load state and checkpoint; on a resumed record, check the journal against them."""
-        raw, checkpoint = await self.executor.load()
+        with anyio.fail_after(self.timeouts.redis_operation):
+            raw, checkpoint = await self.executor.load()
         if raw is not None and checkpoint is not None:
             self.state = load_state(raw)
             self.seq = checkpoint.seq

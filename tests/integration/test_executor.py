@@ -297,6 +297,32 @@ async def test_effect_rejected_by_redis_still_commits_the_step(redis_backend: An
     assert await executor.load() == (b"s", Checkpoint(1, 7))
 
 
+async def test_counter_of_another_type_is_reported_and_the_others_still_count(
+    redis_backend: Any,
+) -> None:
+    """Increments go out as one script per run; one bad key does not stop the rest."""
+    client = redis_backend.client()
+    await client.set("SlotSubmissionsKey.m.1.2", "not a number")
+    executor = RedisExecutor(client, NS)
+    effects: list[Effect] = [
+        IncrementBy("SlotSubmissionsKey.m.1.1", 2, ttl_s=600),
+        IncrementBy("SlotSubmissionsKey.m.1.2", 1),
+        IncrementBy("SlotSubmissionsKey.m.1.3", 5),
+        ListPush("q", "between"),  # ends the run: the next increments are a second script
+        IncrementBy("SlotSubmissionsKey.m.1.1", 1),
+        DeleteKeys(["SlotSubmissionsKey.m.1.3"]),
+        IncrementBy("SlotSubmissionsKey.m.1.3", 4),
+    ]
+    with pytest.raises(CommitPartlyRejected, match="seq=1 block=3") as info:
+        await executor.commit(1, 3, effects, b"s")
+    assert len(info.value.errors) == 1
+    assert "SlotSubmissionsKey.m.1.2" in info.value.errors[0]
+    assert await client.get("SlotSubmissionsKey.m.1.1") == b"3"
+    assert 590 <= await client.ttl("SlotSubmissionsKey.m.1.1") <= 600
+    assert await client.get("SlotSubmissionsKey.m.1.3") == b"4"  # order kept around the DEL
+    assert await client.lrange("q", 0, -1) == [b"between"]
+
+
 async def test_decoding_client_is_refused() -> None:
     client = aioredis.Redis(decode_responses=True)
     with pytest.raises(ValueError, match="decode_responses"):
