@@ -24,6 +24,7 @@ from seqcollector.core.batching import parse_member
 from sim.keysum import KeySum, item_digest
 
 ELIGIBLE_TTL_S = 3 * 24 * 3600
+DRAIN_COUNT = 500
 OnBatch = Callable[[dict[str, Any]], Awaitable[None]]
 Epoch = tuple[str, int]
 
@@ -42,23 +43,21 @@ class Finalizer:
         self._ttl_set: set[tuple[str, int, int]] = set()
 
     async def drain(self) -> int:
-        """Consume everything queued now (FIFO: the collector LPUSHes, we RPOP), then write
-        the eligibility counts of all of it in one pipeline."""
-        items = []
-        while (raw := await self.redis.rpop("finalizerQueue")) is not None:
-            text = raw.decode() if isinstance(raw, bytes) else str(raw)
-            self.record(text)
-            items.append(json.loads(text))
-        if items:
+        """Consume everything queued now (FIFO: the collector LPUSHes, we RPOP), `DRAIN_COUNT`
+        items at a time: each lot's eligibility counts are written in one pipeline."""
+        consumed = 0
+        while raws := await self.redis.rpop("finalizerQueue", DRAIN_COUNT):
+            items = [self.record(r.decode() if isinstance(r, bytes) else str(r)) for r in raws]
             await self._count(items)
-        if self.on_batch is not None:
-            for item in items:
-                await self.on_batch(item)
-        return len(items)
+            if self.on_batch is not None:
+                for item in items:
+                    await self.on_batch(item)
+            consumed += len(items)
+        return consumed
 
-    def record(self, text: str) -> None:
-        """Note an item (consumed, or found still queued at the end)."""
-        item = json.loads(text)
+    def record(self, text: str) -> dict[str, Any]:
+        """Note an item (consumed, or found still queued at the end) -> the item."""
+        item: dict[str, Any] = json.loads(text)
         epoch = (str(item["DataMarketAddress"]).lower(), int(item["EpochID"]))
         self.consumed[item_digest(text)] += 1
         self.batch_ids.setdefault(epoch, []).append(int(item["BatchID"]))
@@ -70,6 +69,7 @@ class Finalizer:
                 self.misplaced.append(f"epoch {epoch[1]} project {project}")
             for member in members:
                 keys.add(member)
+        return item
 
     async def _count(self, items: list[dict[str, Any]]) -> None:
         per_slot: Counter[tuple[str, int, int]] = Counter()  # (market, day, slot)
