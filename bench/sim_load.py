@@ -77,6 +77,7 @@ def _child(epochs: int, markets: int, projects: int, slots: int) -> None:
         batch_size=50,
         submission_values=False,
         lockstep=False,  # the collector commits what piled up, as in a catch-up
+        processes=True,  # world and finalizer in processes of their own, as in production
     )
     with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
         started = time.monotonic()

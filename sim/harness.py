@@ -13,6 +13,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import anyio
@@ -30,13 +31,14 @@ from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Pipeline
 from sim import invariants
 from sim.faults import WORLD_KINDS, FaultyExecutor, fault_rng, find_crash
-from sim.finalizer import Finalizer
+from sim.finalizer import Finalizer, FinalizerProcess
 from sim.keysum import KeySum
 from sim.lockstep import LockstepSource, SyntheticSteps
 from sim.record import FaultMark, SimRecord
 from sim.relayer import Relayer
 from sim.synthetic import SyntheticWorld, WorldSpec
 from sim.timeline import Timeline, replay_timeline
+from sim.world_process import WorldProcess
 
 log = structlog.get_logger(__name__)
 NAMESPACE = "seqcollector"
@@ -59,6 +61,7 @@ class SimSpec(msgspec.Struct, frozen=True):
     relayer_fail_rate: float = 0.3  # with `relayer`
     submission_values: bool = True  # write the value under each submission key (fast mode)
     lockstep: bool = True  # fast mode: a commit per block (more crash points); False for load
+    processes: bool = False  # load runs on a Redis server: world and finalizer run apart
     crash_at: frozenset[tuple[int, str]] = frozenset()  # exact crash points (commit number)
 
 
@@ -101,7 +104,9 @@ async def run_simulation(
     twin_faults = spec.faults & WORLD_KINDS
     if spec.faults != twin_faults or spec.crash_at:  # the clean twin: same seed and world
         with tempfile.TemporaryDirectory() as tmp:
-            clean = msgspec.structs.replace(spec, faults=twin_faults, crash_at=frozenset())
+            clean = msgspec.structs.replace(
+                spec, faults=twin_faults, crash_at=frozenset(), processes=False
+            )  # (in-process and embedded: the digest must not depend on where actors run)
             twin = await run(clean, Path(tmp), None, None)
         record.invariants.append(invariants.same_digest(record.digest, twin.digest))
     _write_outputs(out_dir, record)
@@ -121,6 +126,7 @@ async def _run_fast(
 ) -> SimRecord:
     world = SyntheticWorld(world_spec(spec), keep_sets=False)  # the oracle reads Redis
     config = world.core_config(batch_size=spec.batch_size, max_reorg_depth=spec.max_reorg_depth * 2)
+    apart, world_apart = _processes(spec, redis_url, world)
     redis = await _store(redis_url)
     journal = out_dir / "journal.jsonl"
     journal.unlink(missing_ok=True)
@@ -132,14 +138,21 @@ async def _run_fast(
         first_block=world.spec.first_block,
         last_block=world.spec.first_block + world.spec.blocks - 1,
     )
-    steps = SyntheticSteps(world, redis, values=spec.submission_values)
+    ahead = 0 if spec.lockstep else 64  # load runs: the world writes 64 blocks at a time
+    steps = SyntheticSteps(world, redis, values=spec.submission_values, ahead=ahead)
     finalizer = Finalizer(redis)
+    if world_apart is not None and on_progress is not None:
+        world_apart.on_step = lambda i: on_progress(i, world.spec.blocks + 1)
     started = time.monotonic()
     relayer_rng = random.Random(f"{spec.seed}:relayer")
-    with Relayer(
-        fail_rate=spec.relayer_fail_rate if "relayer" in spec.faults else 0.0,
-        seed=relayer_rng.randint(0, 2**31),
-    ) as relayer:
+    with (
+        Relayer(
+            fail_rate=spec.relayer_fail_rate if "relayer" in spec.faults else 0.0,
+            seed=relayer_rng.randint(0, 2**31),
+        ) as relayer,
+        apart or nullcontext(),
+        world_apart or nullcontext(),
+    ):
         dispatcher = relayer.dispatcher(redis)
         executor = FaultyExecutor(
             redis,
@@ -154,11 +167,11 @@ async def _run_fast(
         while True:
             pipeline = Pipeline(executor, config, Timeouts(), journal)
             await pipeline.open()
-            source = LockstepSource(
+            source = world_apart or LockstepSource(
                 steps,
                 steps.resume_index(pipeline),
                 pipeline,
-                between=finalizer.drain,
+                between=None if apart else finalizer.drain,
                 wait=spec.lockstep,
                 between_every=1 if spec.lockstep else 20,
                 on_step=(lambda i: on_progress(i, total_steps)) if on_progress else None,
@@ -185,7 +198,10 @@ async def _run_fast(
                 busy += pipeline.busy_s
             finally:
                 await pipeline.close()
-        await finalizer.drain()
+        if apart is not None:
+            finalizer = await anyio.to_thread.run_sync(apart.finish, redis)
+        else:
+            await finalizer.drain()
         await _drain_outbox(dispatcher, redis)
         await dispatcher.aclose()
         calls = [c for c, ok in relayer.answered("/submitBatchSize") if ok]
@@ -197,10 +213,25 @@ async def _run_fast(
     timeline = replay_timeline(journal, out_dir / "effects.jsonl")
     record.summary["collector busy s"] = round(busy, 2)
     windows = _synthetic_windows(spec, world)
-    await _check(record, windows, world.canonical_hash, timeline, finalizer, redis, calls)
+    canonical_hash = world_apart.canonical_hash if world_apart else world.canonical_hash
+    await _check(record, windows, canonical_hash, timeline, finalizer, redis, calls)
     _fill(record, spec, world, timeline, elapsed, len(calls))
     await redis.aclose()
     return record
+
+
+def _processes(
+    spec: SimSpec, redis_url: str | None, world: SyntheticWorld
+) -> tuple[FinalizerProcess | None, WorldProcess | None]:
+    """The finalizer and the world as processes of their own (`spec.processes`), or None."""
+    if not spec.processes:
+        return None, None
+    if redis_url is None or spec.lockstep or "crash" in spec.faults:
+        raise SimFailed(
+            "world and finalizer processes (load runs) need a Redis server (--redis URL), "
+            "lockstep off and no crash faults (a restarted collector resumes from the world)"
+        )
+    return FinalizerProcess(redis_url), WorldProcess(world.spec, redis_url, spec.submission_values)
 
 
 async def _run_evm(

@@ -22,16 +22,32 @@ from seqcollector.runtime.pipeline import Pipeline
 from sim.synthetic import SyntheticWorld
 
 SET_TTL_S = 20 * 60
+
+# The dequeuer's SADD + EXPIRE for every set a flush touches, in one command (load runs
+# write a few hundred thousand submissions). ARGV: ttl, the member count of each key, members.
+_ADD_TO_SETS = """
+local nkeys, at = #KEYS, #KEYS + 2
+for i, key in ipairs(KEYS) do
+  local count = tonumber(ARGV[1 + i])
+  redis.call('SADD', key, unpack(ARGV, at, at + count - 1))
+  redis.call('EXPIRE', key, ARGV[1])
+  at = at + count
+end
+return nkeys
+"""
 KEEP_STEPS = 4096  # steps kept for a restarted collector to resume from (it is never far behind)
 
 
 class SyntheticSteps:
     """The world's inputs cut into steps, kept so that a restarted collector can resume."""
 
-    def __init__(self, world: SyntheticWorld, redis: aioredis.Redis, values: bool = True) -> None:
+    def __init__(
+        self, world: SyntheticWorld, redis: aioredis.Redis, values: bool = True, ahead: int = 0
+    ) -> None:
         self.world = world
         self.redis = redis
         self.values = values
+        self.ahead = ahead  # steps cut (and their submissions written) ahead of the one asked
         self.steps: dict[int, list[Input]] = {}  # the recent ones: a restart resumes nearby
         self.count = 0
         self._by_hash: dict[str, int] = {}
@@ -40,10 +56,15 @@ class SyntheticSteps:
         self.done = False
 
     async def step(self, i: int) -> list[Input] | None:
-        """Step i (written to Redis first), or None past the end of the chain."""
-        while self.count <= i and not self.done:
-            self._cut()
-        await self._flush()
+        """Step i (written to Redis first), or None past the end of the chain.
+
+        With `ahead`, the submissions of the next `ahead` steps are written too, in one go:
+        the collector only reads the sets of a window's own blocks, so writing a later
+        block's submissions early changes nothing it reads, and the world rarely waits."""
+        if self.count <= i:
+            while self.count <= i + self.ahead and not self.done:
+                self._cut()
+            await self._flush()
         if i - KEEP_STEPS in self.steps:
             for old in [k for k in self.steps if k < i - KEEP_STEPS]:
                 gone = self.steps.pop(old)
@@ -79,10 +100,10 @@ class SyntheticSteps:
         by_key: dict[str, list[str]] = {}
         for key, member in new:
             by_key.setdefault(key, []).append(member)
+        counts = [str(len(members)) for members in by_key.values()]
+        members = [m for ms in by_key.values() for m in ms]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for key, members in by_key.items():
-                pipe.sadd(key, *members)
-                pipe.expire(key, SET_TTL_S)
+            pipe.eval(_ADD_TO_SETS, len(by_key), *by_key, SET_TTL_S, *counts, *members)
             if self.values:  # the value under each submission key (the collector never reads it)
                 for _, member in new:
                     pipe.set(member, _submission_value(member), ex=SET_TTL_S)

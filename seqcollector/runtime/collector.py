@@ -16,7 +16,7 @@ from typing import Protocol
 
 import anyio
 import structlog
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from seqcollector.core import Block, Input, Log, Rewind
@@ -105,10 +105,16 @@ class Collector:
             if self.handle_signals:
                 tg.start_soon(self._signals)
 
-    async def _produce(self, send: anyio.abc.ObjectSendStream[Sequence[Input]]) -> None:
+    async def _produce(self, send: MemoryObjectSendStream[Sequence[Input]]) -> None:
+        """Units into the stream. While there is room, without yielding to the loop: a source
+        that has a range in hand (catch-up) hands it over whole, so the consumer commits it
+        in a few large groups instead of a group per unit."""
         async with send, aclosing(self.source.units()) as units:
             async for unit in units:
-                await send.send(unit)
+                try:
+                    send.send_nowait(unit)
+                except anyio.WouldBlock:
+                    await send.send(unit)
 
     async def _consume(self, receive: MemoryObjectReceiveStream[Sequence[Input]]) -> None:
         started, blocks_at_start = time.monotonic(), self.blocks_applied

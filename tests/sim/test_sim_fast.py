@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from seqcollector.runtime.executor import embedded_redis
 from seqcollector.runtime.replay import replay_journal
 from sim.faults import KINDS
-from sim.harness import SimSpec, run_simulation
+from sim.harness import SimFailed, SimSpec, run_simulation
 
 SMALL = {"epochs": 6, "markets": 2, "projects": 4, "slots": 5}
 SOAK = os.environ.get("SEQ_SOAK", "") == "1"
@@ -142,3 +142,33 @@ def test_cli_sim_rejects_an_unknown_fault_kind(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "meteor" in proc.stderr
+
+
+def test_world_and_finalizer_in_processes_of_their_own_give_the_same_digest(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The load setup (world and finalizer spawned, a Redis server) against the in-process,
+    embedded twin of the same seed, with Redis outages and relayer failures."""
+    spec = SimSpec(
+        seed=5,
+        faults=frozenset({"relayer", "redis"}),
+        lockstep=False,
+        processes=True,
+        **SMALL,
+    )
+    record = anyio.run(run_simulation, spec, tmp_path, redis_url)
+    assert [i.name for i in record.invariants if not i.ok] == []
+    assert "same effects digest as the clean run of the seed" in [i.name for i in record.invariants]
+    assert record.summary["epochs batched"] >= 12  # 6 per market, and what the tail closes
+
+
+def test_processes_need_a_redis_server_and_no_crashes(tmp_path: Path) -> None:
+    with pytest.raises(SimFailed, match="need a Redis server"):
+        simulate(SimSpec(processes=True, lockstep=False, **SMALL), tmp_path)
+    with pytest.raises(SimFailed, match="no crash faults"):
+        anyio.run(
+            run_simulation,
+            SimSpec(processes=True, lockstep=False, faults=frozenset({"crash"}), **SMALL),
+            tmp_path,
+            "redis://127.0.0.1:1/0",
+        )
