@@ -127,8 +127,10 @@ async def head_latency_run(
         follower = ChainFollower(pool, address, start_block=head + 1, poll_interval_s=0.05)
 
         def committed(block: int, chain_head: int | None, rate: float) -> None:
-            if block in mined and len(latencies) < n:
-                latencies.append(time.perf_counter() - mined.pop(block))
+            now = time.perf_counter()  # a group may commit several blocks: all up to `block`
+            for number in sorted(b for b in mined if b <= block):
+                if len(latencies) < n:
+                    latencies.append(now - mined.pop(number))
 
         collector = Collector(
             pipeline,

@@ -100,12 +100,18 @@ def main() -> None:
     table.add_row("(e) load", "epochs (fast mode, real Redis)", f"{e['epochs']:,.0f}", "")
     table.add_row(
         "",
-        "epochs/s (collector, world, finalizer, relayer in one process)",
+        "epochs/s (world and finalizer in processes of their own)",
         f"{e['epochs/s']:,.1f}",
         _goal(e["epochs/s"] >= 200, ">= 200"),
     )
     table.add_row(
-        "", "peak RSS MB", f"{e['peak RSS MB']:,.0f}", _goal(e["peak RSS MB"] <= 150, "<= 150")
+        "", "epochs/s of the collector's busy time", f"{e['collector epochs/s']:,.1f}", ""
+    )
+    table.add_row(
+        "",
+        "peak RSS MB (the collector's process)",
+        f"{e['peak RSS MB']:,.0f}",
+        _goal(e["peak RSS MB"] <= 150, "<= 150"),
     )
     table.add_row("", "invariants", "ok" if e["invariants ok"] else "FAILED", "")
     console.print("(e) replay of 1,000,000 blocks into a real Redis, RSS every 10%...")

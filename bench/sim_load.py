@@ -1,8 +1,10 @@
 """Benchmark (e): load (figures, not tests).
 
 1. The fast simulation at 10 markets x 200 projects x 100 slots, 500 epochs per market
-   (5,000 epochs), against a real redis-server: epochs/s and the peak RSS of the process
-   (collector, world, finalizer and checks together; run in a child process to isolate it).
+   (5,000 epochs), against a real redis-server, laid out as in production: the collector in
+   one process (with the relayer's HTTP server thread and, after the run, the checks), the
+   world (chain and dequeuer) and the finalizer in processes of their own. Epochs/s over the
+   run, and the peak RSS of the collector's process (a child of this one, to isolate it).
 2. A replay of a 1,000,000-block journal into a real redis-server: RSS sampled every
    100,000 blocks, to show that memory stays flat (the core keeps a bounded history).
 """
