@@ -5,8 +5,9 @@
    one process (with the relayer's HTTP server thread and, after the run, the checks), the
    world (chain and dequeuer) and the finalizer in processes of their own. Epochs/s over the
    run, and the peak RSS of the collector's process (a child of this one, to isolate it).
-2. A replay of a 1,000,000-block journal into a real redis-server: RSS sampled every
-   100,000 blocks, to show that memory stays flat (the core keeps a bounded history).
+2. A replay of a 1,000,000-block journal into a real redis-server, in a process of its own:
+   RSS sampled at every 10% of the journal, to show that memory stays flat (the core keeps
+   a bounded history).
 """
 
 from __future__ import annotations
@@ -106,51 +107,73 @@ def _child(epochs: int, markets: int, projects: int, slots: int) -> None:
 
 
 def replay_memory(blocks: int = 1_000_000) -> dict[str, object]:
-    from seqcollector.runtime.replay import replay_journal
-
+    """Generate the journal in one child process, replay it in another (its RSS is the
+    replay's alone, not what generating it or earlier benchmarks left behind)."""
     with tempfile.TemporaryDirectory() as tmp, RedisServer() as server:
         path = Path(tmp) / "long.jsonl"
-        world = SyntheticWorld(
-            WorldSpec(seed=3, markets=1, blocks=blocks, projects=2, slots=2, noise_logs=False)
-        )
-        config = world.core_config(batch_size=50)
         started = time.monotonic()
-        with JournalWriter(path, JournalHeader(config=config)) as writer:
-            writer.write_many(drive(world, config))
+        _run_child("--generate", str(path), str(blocks))
         generated = time.monotonic() - started
-        del world
-        size = path.stat().st_size
-        samples: list[float] = []
-        marks = [size * k // 10 for k in range(1, 11)]
-
-        def progress(done: int) -> None:
-            while marks and done >= marks[0]:
-                marks.pop(0)
-                samples.append(round(rss_mb(), 1))
-
-        from seqcollector.runtime.executor import redis_client
-
-        async def go() -> float:
-            client = redis_client(server.url)
-            t0 = time.monotonic()
-            await replay_journal(path, client, "bench", on_progress=progress)
-            await client.aclose()
-            return time.monotonic() - t0
-
-        seconds = anyio.run(go)
+        figures = json.loads(_run_child("--replay", str(path), server.url))
     return {
         "blocks": blocks,
-        "journal MB": round(size / 2**20),
+        "journal MB": figures["MB"],
         "generate s": round(generated),
-        "replay s": round(seconds, 1),
-        "blocks/s": round(blocks / seconds),
-        "RSS MB at each 10%": samples,
+        "replay s": round(figures["seconds"], 1),
+        "blocks/s": round(blocks / figures["seconds"]),
+        "RSS MB at each 10%": figures["samples"],
     }
+
+
+def _run_child(*args: str) -> str:
+    command = [sys.executable, "-m", "bench.sim_load", *args]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:1])} failed (exit {out.returncode}):\n{out.stderr}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _generate(path: Path, blocks: int) -> None:
+    world = SyntheticWorld(
+        WorldSpec(seed=3, markets=1, blocks=blocks, projects=2, slots=2, noise_logs=False)
+    )
+    config = world.core_config(batch_size=50)
+    with JournalWriter(path, JournalHeader(config=config)) as writer:
+        writer.write_many(drive(world, config))
+    print("{}")
+
+
+def _replay(path: Path, redis_url: str) -> None:
+    from seqcollector.runtime.executor import redis_client
+    from seqcollector.runtime.replay import replay_journal
+
+    size = path.stat().st_size
+    samples: list[float] = []
+    marks = [size * k // 10 for k in range(1, 11)]
+
+    def progress(done: int) -> None:
+        while marks and done >= marks[0]:
+            marks.pop(0)
+            samples.append(round(rss_mb(), 1))
+
+    async def go() -> float:
+        client = redis_client(redis_url)
+        t0 = time.monotonic()
+        await replay_journal(path, client, "bench", on_progress=progress)
+        await client.aclose()
+        return time.monotonic() - t0
+
+    seconds = anyio.run(go)
+    print(json.dumps({"seconds": seconds, "samples": samples, "MB": round(size / 2**20)}))
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child(*(int(a) for a in sys.argv[2:6]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--generate":
+        _generate(Path(sys.argv[2]), int(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--replay":
+        _replay(Path(sys.argv[2]), sys.argv[3])
     else:
         print(sim_load())
         print(replay_memory())

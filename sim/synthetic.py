@@ -91,7 +91,7 @@ class SyntheticWorld:
         return CoreConfig(**values)  # type: ignore[arg-type]
 
     def members_of(self, query: QuerySubmissionSets) -> list[str]:
-        """What the executor's pipelined SMEMBERS would return: the sorted union."""
+        """What the executor's SUNION would return: the sorted union."""
         found: set[str] = set()
         for key in query.keys:
             found |= self.sets.get(key, set())

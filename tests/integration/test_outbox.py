@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -240,3 +241,28 @@ async def test_run_delivers_until_cancelled(redis_backend: Any, endpoints: FakeE
         tg.cancel_scope.cancel()
 
     assert [r.body["epochID"] for r in endpoints.requests] == [1, 2]
+
+
+async def test_a_silent_redis_ends_the_pass_at_its_deadline_instead_of_hanging() -> None:
+    """The collector's clients have no socket read timeout (`redis_client`): every Redis
+    operation carries its own deadline. A server that accepts and never answers: the
+    dispatcher's pass and the pipeline's start-up both give up at theirs."""
+    from seqcollector.config import Timeouts
+    from seqcollector.core import CoreConfig
+    from seqcollector.runtime.executor import redis_client
+    from seqcollector.runtime.pipeline import Pipeline
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        client = redis_client(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        outbox = OutboxDispatcher(client, NS, "http://127.0.0.1:9", TOKEN, "", redis_timeout_s=0.2)
+        config = CoreConfig(protocol_state="0x" + "5e" * 20, markets=["0x" + "ab" * 20])
+        pipeline = Pipeline(RedisExecutor(client, NS), config, Timeouts(redis_operation=0.2))
+        with anyio.fail_after(10):
+            with pytest.raises(TimeoutError):
+                await outbox.deliver_pending()
+            with pytest.raises(TimeoutError):
+                await pipeline.open()
+        await outbox.aclose()
+        await client.aclose(close_connection_pool=True)
