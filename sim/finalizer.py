@@ -14,7 +14,6 @@ of the keys), so a long run's checks do not hold every batch in memory.
 from __future__ import annotations
 
 import json
-import multiprocessing
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
@@ -24,6 +23,7 @@ import redis.asyncio as aioredis
 
 from seqcollector.core.batching import parse_member
 from sim.keysum import KeySum, item_digest
+from sim.spawned import Spawned
 
 ELIGIBLE_TTL_S = 3 * 24 * 3600
 DRAIN_COUNT = 500
@@ -107,52 +107,20 @@ class Finalizer:
             await pipe.execute()
 
 
-class FinalizerProcess:
+class FinalizerProcess(Spawned):
     """The finalizer in a process of its own, as in production (load runs, a real Redis):
     it drains the queue every `interval_s` while the collector runs; `finish()` drains what
     is left, stops it and returns a `Finalizer` holding what it consumed, for the checks."""
 
     def __init__(self, redis_url: str, daily_quota: int = 1000, interval_s: float = 0.01):
-        context = multiprocessing.get_context("spawn")  # no copy of this process's loop
-        self._conn, child = context.Pipe()
-        self._process = context.Process(
-            target=_finalizer_main,
-            args=(redis_url, daily_quota, interval_s, child),
-            name="sim-finalizer",
-            daemon=True,
-        )
-        self._redis_url = redis_url
+        super().__init__("finalizer", _finalizer_main, redis_url, daily_quota, interval_s)
         self._daily_quota = daily_quota
-
-    def __enter__(self) -> FinalizerProcess:
-        self._process.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._process.is_alive():
-            self._process.kill()
-        self._process.join(timeout=5)
 
     def finish(self, redis: aioredis.Redis, timeout_s: float = 120.0) -> Finalizer:
         """Stop the child once it has drained the queue -> what it consumed."""
-        if not self._process.is_alive():
-            raise RuntimeError(
-                f"the finalizer process exited early (code {self._process.exitcode}); its "
-                "error is above. A script that runs the simulation needs an "
-                "`if __name__ == '__main__':` guard (the process is spawned)"
-            )
-        self._conn.send("finish")
-        if not self._conn.poll(timeout_s):
-            raise TimeoutError(f"the finalizer process did not finish within {timeout_s} s")
-        consumed, batch_ids, keys, misplaced = self._conn.recv()
-        self._process.join(timeout=5)
+        self.send("finish")
         done = Finalizer(redis, self._daily_quota)
-        done.consumed, done.batch_ids, done.keys, done.misplaced = (
-            consumed,
-            batch_ids,
-            keys,
-            misplaced,
-        )
+        done.consumed, done.batch_ids, done.keys, done.misplaced = self.receive(timeout_s)
         return done
 
 

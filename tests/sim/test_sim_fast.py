@@ -3,6 +3,7 @@ digest for the same seed (and from `replay`), crashes anywhere, random fault mix
 
 from __future__ import annotations
 
+import operator
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from seqcollector.runtime.executor import embedded_redis
 from seqcollector.runtime.replay import replay_journal
 from sim.faults import KINDS
 from sim.harness import SimFailed, SimSpec, run_simulation
+from sim.spawned import Spawned
 
 SMALL = {"epochs": 6, "markets": 2, "projects": 4, "slots": 5}
 SOAK = os.environ.get("SEQ_SOAK", "") == "1"
@@ -172,3 +174,9 @@ def test_processes_need_a_redis_server_and_no_crashes(tmp_path: Path) -> None:
             tmp_path,
             "redis://127.0.0.1:1/0",
         )
+
+
+def test_a_spawned_actor_that_dies_is_reported_by_name() -> None:
+    doomed = Spawned("doomed", operator.truediv, 1)  # 1 / <its pipe end>: a TypeError
+    with doomed, pytest.raises(RuntimeError, match=r"the doomed process exited \(code 1\)"):
+        doomed.receive(30)
