@@ -12,13 +12,13 @@ import json
 import random
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from seqcollector.runtime.outbox import OutboxDispatcher
+from sim.loopback import LoopbackHTTPServer, ServesOnLoopback
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Recorded:
 
 
 @dataclass
-class Relayer:
+class Relayer(ServesOnLoopback):
     """What the HTTP server received, and how it should misbehave."""
 
     url: str = ""
@@ -46,12 +46,8 @@ class Relayer:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
+        self._http = LoopbackHTTPServer(_handler(self), "relayer")
+        self.url = self._http.url
 
     def dispatcher(
         self, redis: aioredis.Redis, namespace: str = "seqcollector"
@@ -92,20 +88,9 @@ class Relayer:
             self.failures += fail
             return fail
 
-    def __enter__(self) -> Relayer:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.released.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+    def close(self) -> None:
+        self.released.set()  # stalled answers go out first
+        self._http.close()
 
 
 def _handler(relayer: Relayer) -> type[BaseHTTPRequestHandler]:

@@ -14,12 +14,13 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from sim.loopback import LoopbackHTTPServer, ServesOnLoopback
 
-class RpcProxy:
+
+class RpcProxy(ServesOnLoopback):
     """`with RpcProxy(upstream_url, seed=1) as proxy: proxy.url` (set faults any time)."""
 
     def __init__(self, upstream: str, seed: int = 0) -> None:
@@ -34,23 +35,8 @@ class RpcProxy:
         self.calls: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> RpcProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http = LoopbackHTTPServer(self._handler(), "rpc-proxy")
+        self.url = self._http.url
 
     # -- what a request meets ------------------------------------------------------------
 

@@ -53,8 +53,7 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from eth_abi.abi import encode
@@ -71,6 +70,8 @@ from web3.providers.eth_tester.middleware import (
     transaction_result_remapper,
 )
 from web3.types import RPCEndpoint, RPCResponse
+
+from sim.loopback import LoopbackHTTPServer, ServesOnLoopback
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -101,7 +102,7 @@ class LockedAsyncEthereumTesterProvider(AsyncEthereumTesterProvider):
             return await super().make_request(method, params)
 
 
-class TesterRpcServer:
+class TesterRpcServer(ServesOnLoopback):
     """`with TesterRpcServer(tester) as server: server.url` (see the module docstring).
 
     `lock`: the lock guarding `tester` (a new RLock if None), exposed as `server.lock`.
@@ -128,45 +129,24 @@ class TesterRpcServer:
         self._request: RequestFn = self._provider.request_func(w3, w3.middleware_onion)
         self._stats_lock = threading.Lock()
         self._connections: set[socket.socket] = set()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL_S},
-            name=f"tester-rpc-{self.port}",
-            daemon=True,
-        )
+        self._http = LoopbackHTTPServer(self._handler(), "tester-rpc", SHUTDOWN_POLL_S)
+        self.port, self.url = self._http.port, self._http.url
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> TesterRpcServer:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop serving and drop open (keep-alive) connections; idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self._thread.is_alive():
-            self._server.shutdown()
+        self._http.shutdown()
         with self._stats_lock:
             connections = list(self._connections)
         for conn in connections:
             with contextlib.suppress(OSError):  # already closed by the client
                 conn.shutdown(socket.SHUT_RDWR)
-        self._server.server_close()
+        self._http.close()
 
     def async_web3(self) -> AsyncWeb3[LockedAsyncEthereumTesterProvider]:
         """An AsyncWeb3 on the served tester, each provider call under `self.lock`."""
