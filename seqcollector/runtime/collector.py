@@ -115,6 +115,8 @@ class Collector:
                     send.send_nowait(unit)
                 except anyio.WouldBlock:
                     await send.send(unit)
+                except anyio.BrokenResourceError:
+                    return  # the consumer has stopped (or failed: its error propagates)
 
     async def _consume(self, receive: MemoryObjectReceiveStream[Sequence[Input]]) -> None:
         started, blocks_at_start = time.monotonic(), self.blocks_applied
