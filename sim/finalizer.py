@@ -19,9 +19,11 @@ from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+import anyio
 import redis.asyncio as aioredis
 
 from seqcollector.core.batching import parse_member
+from seqcollector.runtime.executor import redis_client
 from sim.keysum import KeySum, item_digest
 from sim.spawned import Spawned
 
@@ -125,10 +127,6 @@ class FinalizerProcess(Spawned):
 
 
 def _finalizer_main(redis_url: str, daily_quota: int, interval_s: float, conn: Connection) -> None:
-    import anyio
-
-    from seqcollector.runtime.executor import redis_client
-
     async def run() -> None:
         redis = redis_client(redis_url)
         finalizer = Finalizer(redis, daily_quota)

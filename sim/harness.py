@@ -33,7 +33,7 @@ from sim import invariants
 from sim.faults import WORLD_KINDS, FaultyExecutor, fault_rng, find_crash
 from sim.finalizer import Finalizer, FinalizerProcess
 from sim.keysum import KeySum
-from sim.lockstep import LockstepSource, SyntheticSteps
+from sim.lockstep import LOAD_AHEAD_STEPS, LockstepSource, SyntheticSteps
 from sim.record import FaultMark, SimRecord
 from sim.relayer import Relayer
 from sim.synthetic import SyntheticWorld, WorldSpec
@@ -138,7 +138,7 @@ async def _run_fast(
         first_block=world.spec.first_block,
         last_block=world.spec.first_block + world.spec.blocks - 1,
     )
-    ahead = 0 if spec.lockstep else 64  # load runs: the world writes 64 blocks at a time
+    ahead = 0 if spec.lockstep else LOAD_AHEAD_STEPS
     steps = SyntheticSteps(world, redis, values=spec.submission_values, ahead=ahead)
     finalizer = Finalizer(redis)
     if world_apart is not None and on_progress is not None:

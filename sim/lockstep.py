@@ -26,15 +26,18 @@ SET_TTL_S = 20 * 60
 # The dequeuer's SADD + EXPIRE for every set a flush touches, in one command (load runs
 # write a few hundred thousand submissions). ARGV: ttl, the member count of each key, members.
 _ADD_TO_SETS = """
-local nkeys, at = #KEYS, #KEYS + 2
+local at = #KEYS + 2
 for i, key in ipairs(KEYS) do
-  local count = tonumber(ARGV[1 + i])
-  redis.call('SADD', key, unpack(ARGV, at, at + count - 1))
+  local last = at + tonumber(ARGV[1 + i]) - 1
+  for first = at, last, 1000 do  -- unpack() is bounded by Lua's stack
+    redis.call('SADD', key, unpack(ARGV, first, math.min(first + 999, last)))
+  end
   redis.call('EXPIRE', key, ARGV[1])
-  at = at + count
+  at = last + 1
 end
-return nkeys
+return #KEYS
 """
+LOAD_AHEAD_STEPS = 64  # without lockstep: the world writes this many blocks' submissions at once
 KEEP_STEPS = 4096  # steps kept for a restarted collector to resume from (it is never far behind)
 
 

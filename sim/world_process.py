@@ -18,10 +18,12 @@ from multiprocessing.connection import Connection
 import anyio
 
 from seqcollector.core import Input
+from seqcollector.runtime.executor import redis_client
+from sim.lockstep import LOAD_AHEAD_STEPS, SyntheticSteps
 from sim.spawned import Spawned
-from sim.synthetic import WorldSpec
+from sim.synthetic import SyntheticWorld, WorldSpec
 
-CHUNK = 64  # steps per message; the world writes their submissions in one go before it
+CHUNK = LOAD_AHEAD_STEPS  # steps per message; their submissions are written before it
 RECV_TIMEOUT_S = 120.0
 
 
@@ -47,10 +49,6 @@ class WorldProcess(Spawned):
 
 
 def _world_main(spec: WorldSpec, redis_url: str, values: bool, conn: Connection) -> None:
-    from seqcollector.runtime.executor import redis_client
-    from sim.lockstep import SyntheticSteps
-    from sim.synthetic import SyntheticWorld
-
     async def run() -> None:
         redis = redis_client(redis_url)
         world = SyntheticWorld(spec, keep_sets=False)

@@ -78,12 +78,14 @@ class Collector:
         self.retry_first_s = retry_first_s
         self.retry_max_s = retry_max_s
         self.blocks_applied = 0
-        self.stopped = False
         self._scope = anyio.CancelScope()
+
+    @property
+    def stopped(self) -> bool:
+        return self._scope.cancel_called
 
     def stop(self) -> None:
         """Stop `run` (now, or as soon as it starts: a stop is never lost)."""
-        self.stopped = True
         self._scope.cancel()
 
     async def run(self) -> None:

@@ -224,7 +224,7 @@ class RedisExecutor:
             # First command: swap the checkpoint and get the old one back (see module doc).
             pipe.set(self._keys.checkpoint, encode_record(record), get=True)
             pipe.set(self._keys.state, state)
-            scripted = _queue_redis_effects(pipe, effects, first_reply=2)
+            _queue_redis_effects(pipe, effects)
             if bodies:
                 pipe.hset(self._keys.outbox, mapping=bodies)  # type: ignore[arg-type]
                 pipe.zadd(self._keys.outbox_pending, scores, nx=True)
@@ -234,8 +234,9 @@ class RedisExecutor:
             found = _CachedCheckpoint.from_raw(previous).checkpoint
             raise ConcurrentWriterError(self.namespace, cached.checkpoint, found, seq)
         self._cached = _CachedCheckpoint(raw=encode_record(record), record=record)
+        # Only the increment scripts answer with a list: the messages of the keys they refused.
         errors = [str(r) for r in replies if isinstance(r, Exception)]
-        errors += [_as_str(e) for i in scripted if isinstance(replies[i], list) for e in replies[i]]
+        errors += [_as_str(e) for r in replies if isinstance(r, list) for e in r]
         return True, errors
 
     async def _landed_after_watch_error(self, seq: int, block: int | None, state: bytes) -> bool:
@@ -289,14 +290,10 @@ return errors
 """
 
 
-def _queue_redis_effects(pipe: Pipeline, effects: Sequence[Effect], first_reply: int) -> list[int]:
-    """Queue the commands of `effects` in order -> the reply indexes of the increment scripts.
-
-    A run of consecutive `IncrementBy` becomes one EVAL of `_INCREMENTS` (amounts to one key
-    added up, the last TTL given kept): the same end state, as the transaction is atomic.
-    """
-    scripted: list[int] = []
-    n = first_reply
+def _queue_redis_effects(pipe: Pipeline, effects: Sequence[Effect]) -> None:
+    """Queue the commands of `effects` in order. A run of consecutive `IncrementBy` becomes
+    one EVAL of `_INCREMENTS` (amounts to one key added up, the last TTL given kept): the
+    same end state, as the transaction is atomic."""
     run: dict[str, tuple[int, int]] = {}  # key -> (amount, ttl or 0)
     for effect in [*effects, None]:
         if isinstance(effect, IncrementBy):
@@ -306,29 +303,23 @@ def _queue_redis_effects(pipe: Pipeline, effects: Sequence[Effect], first_reply:
         if run:
             args = [str(v) for pair in run.values() for v in pair]
             pipe.eval(_INCREMENTS, len(run), *run, *args)
-            scripted.append(n)
-            n, run = n + 1, {}
+            run = {}
         if effect is not None:
-            n += _queue_redis_effect(pipe, effect)
-    return scripted
+            _queue_redis_effect(pipe, effect)
 
 
-def _queue_redis_effect(pipe: Pipeline, effect: Effect) -> int:
-    """Queue the Redis command for one effect other than `IncrementBy` -> how many (outbox,
-    query and report effects queue none)."""
+def _queue_redis_effect(pipe: Pipeline, effect: Effect) -> None:
+    """Queue the Redis command for one effect other than `IncrementBy`; outbox, query and
+    report effects queue none."""
     if isinstance(effect, SetValue):
         pipe.set(effect.key, effect.value, ex=effect.ttl_s or None)
     elif isinstance(effect, DeleteKeys):
-        if not effect.keys:  # DEL with no key is a syntax error that would abort the EXEC
-            return 0
-        pipe.delete(*effect.keys)
+        if effect.keys:  # DEL with no key is a syntax error that would abort the whole EXEC
+            pipe.delete(*effect.keys)
     elif isinstance(effect, ListPush):
         pipe.lpush(effect.key, effect.value)
     elif isinstance(effect, HashSet):
         pipe.hset(effect.key, effect.field, effect.value)
-    else:
-        return 0
-    return 1
 
 
 def _as_bytes(value: bytes | str | None) -> bytes | None:

@@ -253,10 +253,7 @@ class OutboxDispatcher:
     async def _remove(self, entry_id: bytes) -> None:
         """Mark an entry done: drop it from the pending set and its body, atomically."""
         with anyio.fail_after(self._redis_timeout_s):
-            await self._remove_now(entry_id)
-
-    async def _remove_now(self, entry_id: bytes) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(self._keys.outbox_pending, entry_id)
-            pipe.hdel(self._keys.outbox, entry_id.decode())
-            await pipe.execute()
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(self._keys.outbox_pending, entry_id)
+                pipe.hdel(self._keys.outbox, entry_id.decode())
+                await pipe.execute()
