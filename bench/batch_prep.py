@@ -20,8 +20,8 @@ from seqcollector.core.abi import EPOCH_RELEASED
 from seqcollector.core.addresses import checksum
 from seqcollector.core.batching import finalizer_item, go_json, parse_member, plan_batches
 from seqcollector.core.effects import QuerySubmissionSets
-from seqcollector.core.inputs import SubmissionSets
 from seqcollector.core.state import dump_state
+from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.executor import RedisExecutor
 from seqcollector.runtime.roundtrips import counting_redis
 
@@ -83,8 +83,8 @@ async def ours(url: str, epoch: int, first: int) -> tuple[float, int]:
     await executor.load()
     trips.reset()
     t0 = time.perf_counter()
-    found = await executor.read_submission_sets(query.keys)
-    _, effects = step(state, SubmissionSets(query.query_id, MARKET, epoch, found))  # type: ignore[arg-type]
+    answer = await SubmissionSetReader(client).answer(query)
+    _, effects = step(state, answer)  # type: ignore[arg-type]
     await executor.commit(1, first + WINDOW_BLOCKS, effects, dump_state(state))  # type: ignore[arg-type]
     elapsed, round_trips = time.perf_counter() - t0, trips.count
     assert await client.llen(K.FINALIZER_QUEUE) >= N_PROJECTS // BATCH_SIZE

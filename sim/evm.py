@@ -302,7 +302,13 @@ class _Runner:
     async def run_collectors(self) -> None:
         timeouts = Timeouts(block_fetch=1.0)
         while not self.done:
-            pipeline = Pipeline(self.executor, self.world.core_config(), timeouts, self.journal)
+            pipeline = Pipeline(
+                self.executor,
+                self.world.core_config(),
+                timeouts,
+                self.journal,
+                reader=self.executor.reader(),
+            )
             try:
                 await pipeline.open()
                 self.pipeline = pipeline

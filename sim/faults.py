@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from seqcollector.core.effects import Effect
+from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.executor import RedisExecutor
 
 KINDS = ("rpc", "lag", "redis", "crash", "reorg", "relayer")
@@ -121,6 +122,6 @@ class FaultyExecutor(RedisExecutor):
             raise SimCrash(self.log[-1])
         return done
 
-    async def read_submission_sets(self, keys: Sequence[str]) -> list[str]:
-        self._maybe_outage("submission-set read")
-        return await super().read_submission_sets(keys)
+    def reader(self) -> SubmissionSetReader:
+        """The window reader for this executor's store, with the same outages."""
+        return SubmissionSetReader(self.redis, before=self._maybe_outage)

@@ -42,13 +42,24 @@ class MarketParams(msgspec.Struct, tag="market_params", frozen=True):
     day_counter: int
 
 
-class SubmissionSets(msgspec.Struct, tag="submission_sets", frozen=True):
+class Skipped(msgspec.Struct, array_like=True, frozen=True):
+    """Something of a window's sets the shell could not hand over as a member: a key that is
+    not a set, bytes that are not UTF-8, or a member it found malformed (with the set
+    holding it, which the union alone does not tell)."""
+
+    reason: str  # one of `core.batching.SKIP_REASONS`; anything else counts as "other"
+    key: str  # the SnapshotCollector key ("" when not known)
+    detail: str  # the shortened member, or the key's type
+
+
+class SubmissionSets(msgspec.Struct, tag="submission_sets", frozen=True, omit_defaults=True):
     """The answer to a `QuerySubmissionSets` effect: the union of the window's sets."""
 
     query_id: int
     market: str
     epoch: int
     members: list[str]
+    skipped: list[Skipped] = []
 
 
 class Rewind(msgspec.Struct, tag="rewind", frozen=True):

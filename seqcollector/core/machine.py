@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 
+import msgspec
+
 from seqcollector.core import keys
 from seqcollector.core.abi import (
     BatchSubmissionsCompleted,
@@ -20,7 +22,7 @@ from seqcollector.core.abi import (
     decode_event,
 )
 from seqcollector.core.addresses import checksum, lower_address, lower_hash
-from seqcollector.core.batching import finalizer_item, go_json, plan_batches
+from seqcollector.core.batching import SKIP_REASONS, finalizer_item, go_json, plan_batches
 from seqcollector.core.effects import (
     Alert,
     DeleteKeys,
@@ -53,6 +55,10 @@ def step(state: State, inp: Input) -> tuple[State, list[Effect]]:
     """Apply one input; return the (same, updated) state and the effects to execute."""
     out: list[Effect] = []
     state.inputs_seen += 1
+    unfit = _unfit_number(inp)
+    if unfit is not None:
+        _reject(state, out, "number_out_of_range", f"{type(inp).__name__} input: {unfit}")
+        return state, out
     if isinstance(inp, Block):
         _on_block(state, inp, out)
     elif isinstance(inp, Log):
@@ -68,6 +74,29 @@ def step(state: State, inp: Input) -> tuple[State, list[Effect]]:
     else:  # pragma: no cover - the Input union is closed
         _reject(state, out, "unknown_input", type(inp).__name__)
     return state, out
+
+
+_INT64 = (-(2**63), 2**63 - 1)  # what msgpack (the state) and every downstream reader can hold
+
+
+def _int_fields(cls: type[Input]) -> tuple[str, ...]:
+    return tuple(f.name for f in msgspec.structs.fields(cls) if f.type in (int, int | None))
+
+
+_INT_FIELDS = {
+    cls: _int_fields(cls) for cls in (Block, Log, MarketParams, SubmissionSets, Rewind, Tick)
+}
+
+
+def _unfit_number(inp: Input) -> str | None:
+    """The first integer field of `inp` outside int64, named; checked before anything is
+    formatted (Python refuses to print an int of more than 4,300 digits) or stored."""
+    lo, hi = _INT64
+    for name in _INT_FIELDS.get(type(inp), ()):
+        value = getattr(inp, name)
+        if isinstance(value, int) and not lo <= value <= hi:
+            return f"{name} has {value.bit_length()} bits, outside int64"
+    return None
 
 
 def pending_queries(state: State) -> list[QuerySubmissionSets]:
@@ -275,18 +304,73 @@ def _on_submission_sets(state: State, r: SubmissionSets, out: list[Effect]) -> N
         first = _add_sorted(ms.counted_slots, slot)
         ttl = cfg.slot_submissions_ttl_s if first else None
         out.append(IncrementBy(keys.slot_submissions(lc, day, slot), n, ttl))
-    if plan.malformed:
-        _count(state, "malformed_submission", len(plan.malformed))
-        message = (
-            f"market {eip55} epoch {r.epoch}: skipped {len(plan.malformed)} malformed submission"
-            f" keys (want <market>.<epoch>.<project>.<slot>), first {plan.malformed[0][:120]!r}"
-        )
-        out.append(Alert(f"malformed:{lc}:{r.epoch}", "BatchPreparation", message, "Medium"))
+    skipped = [(e.reason, e.key, e.detail) for e in r.skipped]
+    skipped += [(reason, "", _shorten(member)) for reason, member in plan.skipped]
+    if skipped:
+        _report_skipped(state, out, lc, r.epoch, len(w.headers), skipped)
     del ms.windows[r.epoch]
     _mark_emitted(state, lc, r.epoch)
     _count(state, "epochs_batched", 1)
     _count(state, "batches", count)
     state.dirty = True
+
+
+_SKIP_EXAMPLES = 3
+
+
+def _report_skipped(
+    state: State,
+    out: list[Effect],
+    lc: str,
+    epoch: int,
+    sets: int,
+    skipped: list[tuple[str, str, str]],
+) -> None:
+    """Count what a window's sets held that could not be batched, by reason, and alert once
+    for the window, naming the market, epoch, keys and (shortened) members. The window is
+    batched with the rest: one bad submission never stops a market, let alone the others."""
+    by_reason: dict[str, int] = {}
+    named = sorted((_reason(reason), key, detail) for reason, key, detail in skipped)
+    for reason, _, _ in named:
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    for name, n in sorted(by_reason.items()):
+        _count(state, name, n)
+    counts = ", ".join(f"{name} {n}" for name, n in sorted(by_reason.items()))
+    examples = "; ".join(
+        f"{reason} {_clip(detail)} in "
+        + (_clip(key, 160) if key else f"one of the window's {sets} sets")
+        for reason, key, detail in named[:_SKIP_EXAMPLES]
+    )
+    message = (
+        f"market {checksum(lc)} epoch {epoch}: skipped {len(skipped)}"
+        f" entr{'y' if len(skipped) == 1 else 'ies'} of the window's"
+        f" submission sets ({counts}), batched the rest; {examples}. Upstream (the dequeuer)"
+        " wrote them: a member must be <market>.<epoch>.<project>.<slot> in a set"
+    )
+    out.append(Alert(f"skipped:{lc}:{epoch}", "BatchPreparation", message, "Medium"))
+
+
+def _reason(reason: str) -> str:
+    return reason if reason in SKIP_REASONS else "other_skipped"
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    """Text from outside (a key, the shell's description of a member), shortened, JSON-safe."""
+    return _printable(text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)")
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """`text` quoted, at most about `limit` characters, safe to write as JSON."""
+    if len(text) <= limit:
+        return _printable(repr(text))
+    return _printable(repr(text[:limit])) + f"... ({len(text)} chars)"
+
+
+def _printable(text: str) -> str:
+    """`text` with anything UTF-8 cannot carry (lone surrogates) escaped."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _add_sorted(values: list[int], value: int) -> bool:
@@ -379,7 +463,7 @@ def _reject(
     state: State, out: list[Effect], reason: str, detail: str, block: int | None = None
 ) -> None:
     _count(state, reason, 1)
-    out.append(Rejected(reason, detail, block))
+    out.append(Rejected(reason, _printable(detail), block))
 
 
 def _alert(state: State, step_name: str, message: str, severity: str) -> Alert:

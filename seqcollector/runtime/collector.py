@@ -23,7 +23,7 @@ from seqcollector.core import Block, Input, Log, Rewind
 from seqcollector.runtime.executor import ConcurrentWriterError
 from seqcollector.runtime.failures import Failure, FailureReporter
 from seqcollector.runtime.outbox import OutboxDispatcher
-from seqcollector.runtime.pipeline import Pipeline, ResumeError
+from seqcollector.runtime.pipeline import CoreStepError, Pipeline, ResumeError
 
 log = structlog.get_logger(__name__)
 
@@ -173,6 +173,15 @@ class Collector:
 
 
 def _failure(operation: str, group: Sequence[Input] | None, exc: BaseException) -> Failure:
+    if isinstance(exc, CoreStepError):  # names its input: the one the core raised on
+        return Failure(
+            "core_step",
+            str(exc),
+            block=exc.block,
+            market=exc.market,
+            epoch=exc.epoch,
+            action="retrying with backoff; a fixed version must run for it to pass",
+        )
     blocks = [i.number for i in group or () if isinstance(i, Block)]
     blocks += [i.block_number for i in group or () if isinstance(i, Log)]
     blocks += [i.to_block for i in group or () if isinstance(i, Rewind)]

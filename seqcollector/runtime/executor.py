@@ -143,6 +143,11 @@ class RedisExecutor:
     def namespace(self) -> str:
         return self._keys.namespace
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client this executor commits through (queries are answered on it too)."""
+        return self._redis
+
     async def load(self) -> tuple[bytes | None, Checkpoint | None]:
         """Read the stored core state and checkpoint (None, None on a fresh namespace).
 

@@ -18,8 +18,12 @@ import structlog
 
 from seqcollector.config import Timeouts
 from seqcollector.core import (
+    Block,
     CoreConfig,
     Input,
+    Log,
+    MarketParams,
+    Rewind,
     State,
     SubmissionSets,
     dump_state,
@@ -38,6 +42,7 @@ from seqcollector.journal import (
     read_header,
     read_inputs,
 )
+from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.executor import RedisExecutor
 from seqcollector.runtime.workers import WorkerPool
 
@@ -46,6 +51,55 @@ log = structlog.get_logger(__name__)
 
 class ResumeError(Exception):
     """Stored state, checkpoint and journal do not fit together; the message says why."""
+
+
+class CoreStepError(RuntimeError):
+    """The core raised on an input: a bug (the core refuses bad input, it never raises).
+
+    Names the input (sequence number, type, market, epoch, block) so that it can be found
+    in the journal. The group is retried with backoff and every attempt is reported: the
+    failure stays visible until a fixed version runs; nothing after it is applied.
+    """
+
+    def __init__(self, seq: int, inp: Input, cause: Exception) -> None:
+        self.seq = seq
+        self.input_type = type(inp).__name__
+        self.market, self.epoch, self.block = describe_input(inp)
+        where = ", ".join(
+            f"{k} {v}"
+            for k, v in (("market", self.market), ("epoch", self.epoch), ("block", self.block))
+            if v is not None
+        )
+        super().__init__(
+            f"the core raised on input seq={seq} ({self.input_type}{', ' if where else ''}"
+            f"{where}): {type(cause).__name__}: {cause}. This is a bug in seqcollector: keep "
+            "the journal (--record) or the stored state and report it; nothing after this "
+            "input is applied until a fixed version runs"
+        )
+
+
+def describe_input(inp: Input) -> tuple[str | None, int | None, int | None]:
+    """(market, epoch, block) an input is about, where it says (numbers outside int64 and
+    markets are shown only as far as they can be printed)."""
+    if isinstance(inp, Block):
+        return None, None, _fit(inp.number)
+    if isinstance(inp, Log):
+        return None, None, _fit(inp.block_number)
+    if isinstance(inp, SubmissionSets):
+        return _shown(inp.market), _fit(inp.epoch), None
+    if isinstance(inp, MarketParams):
+        return _shown(inp.market), None, None
+    if isinstance(inp, Rewind):
+        return None, None, _fit(inp.to_block)
+    return None, None, None
+
+
+def _shown(text: str) -> str:
+    return text[:64].encode("ascii", "backslashreplace").decode()
+
+
+def _fit(n: int) -> int | None:
+    return n if isinstance(n, int) and -(2**63) <= n < 2**63 else None
 
 
 class Pipeline:
@@ -59,8 +113,10 @@ class Pipeline:
         journal: Path | None = None,
         on_effects: Callable[[Sequence[Effect]], None] | None = None,
         workers: WorkerPool | None = None,
+        reader: SubmissionSetReader | None = None,
     ) -> None:
         self.executor = executor
+        self.reader = reader or SubmissionSetReader(executor.redis)
         self.config = config
         self.timeouts = timeouts or Timeouts()
         self.journal_path = journal
@@ -157,7 +213,7 @@ class Pipeline:
                 while queue:
                     inp = queue.pop(0)
                     fed.append(inp)
-                    _, out = step(self.state, inp)
+                    out = self._step(inp, self.seq + len(fed))
                     effects.extend(out)
                     queries = [e for e in out if isinstance(e, QuerySubmissionSets)]
                     queue[0:0] = await self._answer_all(queries)
@@ -187,6 +243,14 @@ class Pipeline:
         if self.on_effects is not None:
             self.on_effects(effects)
 
+    def _step(self, inp: Input, seq: int) -> list[Effect]:
+        """`core.step`; a raise (a bug in the core: it refuses bad input, never raises) becomes
+        a `CoreStepError` naming the input."""
+        try:
+            return step(self.state, inp)[1]
+        except Exception as exc:
+            raise CoreStepError(seq, inp, exc) from exc
+
     async def _answer_all(self, queries: Sequence[QuerySubmissionSets]) -> list[Input]:
         """Read the sets of several windows (markets) at once, each on a pool worker; the
         answers keep the queries' order, so the journal does not depend on timing."""
@@ -195,8 +259,7 @@ class Pipeline:
         async def answer(i: int, query: QuerySubmissionSets) -> None:
             async with self.workers.worker(f"market {query.market} epoch {query.epoch}"):
                 with anyio.fail_after(self.timeouts.market_processing):
-                    members = await self.executor.read_submission_sets(query.keys)
-            answers[i] = SubmissionSets(query.query_id, query.market, query.epoch, members)
+                    answers[i] = await self.reader.answer(query)
 
         try:
             with anyio.fail_after(self.timeouts.batch_preparation):

@@ -22,7 +22,7 @@ from seqcollector.runtime.replay import ReplayConflict, replay_journal
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "fixtures" / "journals" / "one-market.jsonl"
 GOLDEN_QUEUE = ROOT / "fixtures" / "journals" / "one-market.finalizerQueue.jsonl"
-DIGEST = "5c8c337a659611648b04be03ea906b632c5ccf223f8b55eff82ce4d943852ccc"
+DIGEST = "2a7bb94316c36e6766577915f8977ae6e840c89506fea5e9b6ee51823f1234aa"
 
 pytestmark = pytest.mark.anyio
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 import anyio
 import pytest
 
 from seqcollector.config import Timeouts
-from seqcollector.core import Input, Tick, dump_state, new_state
+from seqcollector.core import Input, SubmissionSets, Tick, dump_state, new_state
+from seqcollector.core.effects import QuerySubmissionSets
+from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.executor import RedisExecutor, embedded_redis
 from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.workers import WorkerPool, WorkerUnavailable
@@ -26,14 +27,20 @@ class SlowReads(RedisExecutor):
         self.delay_s = delay_s
         self.running = self.peak = 0
 
-    async def read_submission_sets(self, keys: Sequence[str]) -> list[str]:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-        try:
-            await anyio.sleep(self.delay_s)
-        finally:
-            self.running -= 1
-        return []
+    def reader(self) -> SubmissionSetReader:
+        slow = self
+
+        class Slow(SubmissionSetReader):
+            async def answer(self, query: QuerySubmissionSets) -> SubmissionSets:
+                slow.running += 1
+                slow.peak = max(slow.peak, slow.running)
+                try:
+                    await anyio.sleep(slow.delay_s)
+                finally:
+                    slow.running -= 1
+                return SubmissionSets(query.query_id, query.market, query.epoch, [])
+
+        return Slow(self.redis)
 
 
 def world_inputs(markets: int) -> tuple[list[Input], object]:
@@ -44,9 +51,9 @@ def world_inputs(markets: int) -> tuple[list[Input], object]:
     return [*inputs, Tick(now=2_000_000_000)], config
 
 
-async def pipeline_for(executor: RedisExecutor, timeouts: Timeouts, pool: WorkerPool) -> Pipeline:
+async def pipeline_for(executor: SlowReads, timeouts: Timeouts, pool: WorkerPool) -> Pipeline:
     _, config = world_inputs(3)
-    p = Pipeline(executor, config, timeouts, workers=pool)  # type: ignore[arg-type]
+    p = Pipeline(executor, config, timeouts, workers=pool, reader=executor.reader())  # type: ignore[arg-type]
     await p.open()
     return p
 

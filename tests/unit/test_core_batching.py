@@ -76,8 +76,75 @@ def test_malformed_members_are_skipped_counted_and_alerted():
     effects = run(state, SubmissionSets(query.query_id, MARKET, 5, [key("p1", 1), *bad]))
     assert len(of(effects, ListPush)) == 1
     [alert] = of(effects, Alert)
-    assert "skipped 4 malformed" in alert.message and "epoch 5" in alert.message
+    assert "skipped 4 entries" in alert.message and "epoch 5" in alert.message
+    assert "malformed_submission 4" in alert.message
     assert state.counters["malformed_submission"] == 4
+
+
+def test_poison_members_are_skipped_by_reason_and_the_window_is_batched():
+    """Issue 8: a slot above 2^64-1 (OverflowError in the state), a slot of more than 4,300
+    digits (ValueError from int()), a lone surrogate (not UTF-8): each used to raise."""
+    state = started()
+    query = closed(state)
+    bad = [
+        key("p1", 2**64),  # one above uint64
+        key("p1", "9" * 5000),  # int() refuses more than 4,300 digits
+        key("p\ud800", 3),  # a lone surrogate
+        "x" * 100_000,  # any length
+    ]
+    good = [key("p1", 2**64 - 1), key("p2", 1)]
+    effects = run(state, SubmissionSets(query.query_id, MARKET, 5, [*good, *bad]))
+    [push] = of(effects, ListPush)
+    assert str(2**64 - 1) in push.value and "p2" in push.value
+    assert state.counters["slot_out_of_range"] == 2
+    assert state.counters["not_utf8"] == 1
+    assert state.counters["malformed_submission"] == 1
+    [alert] = of(effects, Alert)
+    assert "skipped 4 entries" in alert.message
+    assert "not_utf8 1" in alert.message and "slot_out_of_range 2" in alert.message
+    assert "(100000 chars)" in alert.message and len(alert.message) < 1000
+    import msgspec
+
+    from seqcollector.core import dump_state, load_state
+
+    msgspec.json.encode(effects)  # every effect can be journaled and sent
+    load_state(dump_state(state))  # and the state stored
+    assert 5 in state.emitted[MARKET.lower()].epochs
+
+
+def test_skipped_entries_from_the_shell_are_counted_and_named_with_their_key():
+    from seqcollector.core.inputs import Skipped
+
+    state = started()
+    query = closed(state)
+    skipped = [
+        Skipped("wrong_type_key", query.keys[0], "a string, not a set"),
+        Skipped("not_utf8", query.keys[1], "b'\\xff\\xfe'"),
+        Skipped("something new", "", "?"),
+    ]
+    effects = run(state, SubmissionSets(query.query_id, MARKET, 5, [key("p1", 1)], skipped))
+    assert len(of(effects, ListPush)) == 1
+    [alert] = of(effects, Alert)
+    assert query.keys[0] in alert.message and "a string, not a set" in alert.message
+    assert state.counters["wrong_type_key"] == 1
+    assert state.counters["not_utf8"] == 1
+    assert state.counters["other_skipped"] == 1
+
+
+def test_numbers_outside_int64_are_refused_before_anything_prints_them():
+    from seqcollector.core import Block, Rewind, Tick
+
+    state = started()
+    huge = 10**5000  # str() of it raises ValueError
+    for inp in (
+        Block(huge, "0x" + "11" * 32, "0x" + "22" * 32, 1),
+        Tick(-huge),
+        Rewind(2**63),
+        SubmissionSets(huge, MARKET, 5, []),
+    ):
+        [rejected] = run(state, inp)
+        assert isinstance(rejected, Rejected) and rejected.reason == "number_out_of_range"
+    assert state.counters["number_out_of_range"] == 4
 
 
 def test_empty_epoch_reports_zero_batches_once():
