@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
+import msgspec
 import structlog
 
 from seqcollector.config import Timeouts
@@ -135,7 +136,14 @@ class Pipeline:
         with anyio.fail_after(self.timeouts.redis_operation):
             raw, checkpoint = await self.executor.load()
         if raw is not None and checkpoint is not None:
-            self.state = load_state(raw)
+            try:
+                self.state = load_state(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise ResumeError(
+                    f"namespace {self.executor.namespace!r}: the stored core state cannot be "
+                    f"read ({exc}); it was not written by this version or was damaged: use a "
+                    "version that wrote it, or a new namespace"
+                ) from None
             self.seq = checkpoint.seq
             self._committed = raw
             self.committed_head = self.state.head

@@ -299,3 +299,15 @@ async def test_a_core_that_raises_is_named_reported_every_attempt_and_nothing_is
     assert "seq=" in failure.error and "bug in seqcollector" in failure.error
     assert 3 in pipeline.state.emitted[config.markets[0]].epochs  # then it landed, whole
     await redis.aclose()
+
+
+async def test_a_damaged_stored_state_stops_the_start_with_a_message(redis_backend: Any) -> None:
+    from seqcollector.runtime.pipeline import ResumeError
+
+    client = redis_backend.client()
+    world = SyntheticWorld(WorldSpec(blocks=4))
+    executor = RedisExecutor(client, "damaged")
+    await executor.commit(1, 1, [], b"\xc1 not msgpack")
+    pipeline = Pipeline(executor, world.core_config())
+    with pytest.raises(ResumeError, match="'damaged': the stored core state cannot be read"):
+        await pipeline.open()
