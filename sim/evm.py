@@ -31,6 +31,7 @@ from seqcollector.config import Timeouts
 from seqcollector.core import CoreConfig
 from seqcollector.core.abi import EPOCH_RELEASED, EpochReleased, decode_event
 from seqcollector.core.addresses import checksum
+from seqcollector.core.history import anchor_refs
 from seqcollector.runtime.collector import Collector
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Pipeline
@@ -337,6 +338,7 @@ class _Runner:
             self.world.address,
             max_reorg_depth=self.spec.max_reorg_depth * 2,
             known=[(b.number, b.hash) for b in pipeline.state.blocks],
+            anchors=[(a.number, a.hash) for a in anchor_refs(pipeline.state)],
             start_block=0,
             poll_interval_s=0.02,
             retry=Backoff(0.01, 0.1),

@@ -8,11 +8,11 @@ counted `Rejected` effect (and an `Alert` where an operator must act).
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left
 
 import msgspec
 
-from seqcollector.core import keys
+from seqcollector.core import history, keys
 from seqcollector.core.abi import (
     BatchSubmissionsCompleted,
     DayStarted,
@@ -38,7 +38,6 @@ from seqcollector.core.effects import (
 from seqcollector.core.inputs import Block, Input, Log, MarketParams, Rewind, SubmissionSets, Tick
 from seqcollector.core.state import (
     BlockRef,
-    EmittedEpochs,
     MarketState,
     Snapshot,
     State,
@@ -139,7 +138,9 @@ def _on_block(state: State, b: Block, out: list[Effect]) -> None:
     if state.dirty:
         state.snapshots.append(Snapshot(b.number - 1, dump_domain(state.domain)))
         state.dirty = False
-    state.blocks.append(BlockRef(b.number, block_hash, b.timestamp))
+    ref = BlockRef(b.number, block_hash, b.timestamp)
+    state.blocks.append(ref)
+    history.note_block(state, ref)
     out.append(SetValue(keys.block_hash(b.number), block_hash, state.config.block_hash_ttl_s))
     _close_windows(state, b.timestamp, b.number, out)
     _prune(state)
@@ -309,7 +310,7 @@ def _on_submission_sets(state: State, r: SubmissionSets, out: list[Effect]) -> N
     if skipped:
         _report_skipped(state, out, lc, r.epoch, len(w.headers), skipped)
     del ms.windows[r.epoch]
-    _mark_emitted(state, lc, r.epoch)
+    _mark_emitted(state, lc, r.epoch, w.opened_at)
     _count(state, "epochs_batched", 1)
     _count(state, "batches", count)
     state.dirty = True
@@ -390,11 +391,8 @@ def _is_emitted(state: State, lc: str, epoch: int) -> bool:
     return epoch <= e.floor or (i < len(e.epochs) and e.epochs[i] == epoch)
 
 
-def _mark_emitted(state: State, lc: str, epoch: int) -> None:
-    e = state.emitted.setdefault(lc, EmittedEpochs())
-    insort(e.epochs, epoch)
-    if len(e.epochs) > state.config.emitted_epochs_kept:
-        e.floor = max(e.floor, e.epochs.pop(0))
+def _mark_emitted(state: State, lc: str, epoch: int, release: int) -> None:
+    history.mark_emitted(state, lc, epoch, release, state.config.emitted_epochs_kept)
 
 
 # -- reorgs ---------------------------------------------------------------------------------
@@ -404,22 +402,16 @@ def _on_rewind(state: State, r: Rewind, out: list[Effect]) -> None:
     head = state.head
     if head is None or r.to_block >= head.number:
         return
-    # the keys this collector wrote for the orphaned blocks it still remembers
-    out.append(
-        DeleteKeys([keys.block_hash(b.number) for b in state.blocks if b.number > r.to_block])
-    )
+    # every replaced block's key, not only those of the blocks still held (`core.history`)
+    first_key, last_key = history.replaced_block_keys(r.to_block, head.number)
+    out.append(DeleteKeys([keys.block_hash(n) for n in range(first_key, last_key + 1)]))
     depth = head.number - r.to_block
+    oldest = state.blocks[0].number
     base = [s for s in state.snapshots if s.block <= r.to_block]
     state.blocks = [b for b in state.blocks if b.number <= r.to_block]
-    if depth > state.config.max_reorg_depth or not base:
-        what = f"reorg of {depth} blocks to block {r.to_block} (head {head.number})"
-        _reject(state, out, "reorg_too_deep", what, r.to_block)
-        limit = f"exceeds MAX_REORG_DEPTH={state.config.max_reorg_depth}"
-        message = f"{what} {limit}: windows opened above it dropped; check the node and batches"
-        out.append(_alert(state, "Reorg", message, "High"))
-        for ms in state.domain.markets.values():
-            for epoch in [e for e, w in ms.windows.items() if w.opened_at > r.to_block]:
-                del ms.windows[epoch]
+    history.drop_anchors_above(state, r.to_block)
+    if depth > state.config.max_reorg_depth or not base or r.to_block < oldest:
+        _deep_rewind(state, r.to_block, head, depth, oldest, (first_key, last_key), out)
         state.snapshots = base  # snapshots above the rewind belong to the orphaned branch
         state.dirty = True
         return
@@ -431,6 +423,66 @@ def _on_rewind(state: State, r: Rewind, out: list[Effect]) -> None:
             del ms.windows[epoch]
             state.dirty = True
     _count(state, "rewinds", 1)
+
+
+def _deep_rewind(
+    state: State,
+    to_block: int,
+    head: BlockRef,
+    depth: int,
+    oldest: int,
+    deleted: tuple[int, int],
+    out: list[Effect],
+) -> None:
+    """A reorg deeper than MAX_REORG_DEPTH or below the retained blocks: resume from the
+    block it names (held, an anchor, or none: a new base), drop the windows and forget the
+    emitted epochs of the replaced blocks, and say what could not be undone."""
+    what = f"reorg of {depth} blocks to block {to_block} (head {head.number})"
+    _reject(state, out, "reorg_too_deep", what, to_block if to_block >= 0 else None)
+    limit = state.config.max_reorg_depth
+    if depth > limit:
+        parts = [f"{what} exceeds MAX_REORG_DEPTH={limit}"]
+    else:
+        parts = [f"{what} (MAX_REORG_DEPTH={limit}) reaches below the history kept"]
+    if to_block < oldest:
+        _count(state, "chain_resets", 1)
+        anchor = history.rewind_base(state, to_block)
+        if anchor is not None:
+            state.blocks = [anchor]
+            parts.append(f"below the blocks held (from {oldest}): resumed from anchor block")
+        else:
+            _count(state, "unlinked_bases", 1)
+            parts.append(
+                f"below the blocks held (from {oldest}) and no anchor there: the next block"
+                " is accepted as a new base, its parent unchecked"
+            )
+    first_key, last_key = deleted
+    if first_key <= last_key:
+        parts.append(f"deleted BlockHashByNumberKey of blocks {first_key}..{last_key}")
+    if first_key > to_block + 1:
+        ttl = state.config.block_hash_ttl_s
+        parts.append(f"those of blocks {to_block + 1}..{first_key - 1} expire by their TTL {ttl} s")
+    dropped: list[str] = []
+    for lc, ms in state.domain.markets.items():
+        gone = sorted(e for e, w in ms.windows.items() if w.opened_at > to_block)
+        for epoch in gone:
+            del ms.windows[epoch]
+        if gone:
+            dropped.append(f"market {checksum(lc)} epochs {history.summary(gone)}")
+    parts.append("windows dropped: " + ("; ".join(dropped) if dropped else "none"))
+    forgotten = history.forget_emitted(state, to_block)
+    if forgotten:
+        _count(state, "batches_not_undone", sum(len(v) for v in forgotten.values()))
+        listed = "; ".join(
+            f"market {checksum(lc)} epochs {history.summary(epochs)}"
+            for lc, epochs in forgotten.items()
+        )
+        parts.append(
+            f"already batched and pushed to {keys.FINALIZER_QUEUE} from the replaced blocks,"
+            f" which cannot be undone (the new chain's epochs are batched anew): {listed}"
+        )
+    parts.append("check the node and the batches")
+    out.append(_alert(state, "Reorg", "; ".join(parts), "High"))
 
 
 def _prune(state: State) -> None:

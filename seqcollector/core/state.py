@@ -57,6 +57,9 @@ class EmittedEpochs(msgspec.Struct):
 
     epochs: list[int] = []  # sorted, the most recent `emitted_epochs_kept`
     floor: int = -1  # every epoch <= floor is treated as emitted (older than the list)
+    # the release block of each of `epochs` (same order): a reorg deeper than the history
+    # forgets the epochs released in the blocks it replaced (`core.history`)
+    released: list[int] = []
 
 
 class State(msgspec.Struct):
@@ -69,6 +72,10 @@ class State(msgspec.Struct):
     next_query_id: int = 1
     inputs_seen: int = 0
     counters: dict[str, int] = {}
+    # sparse older blocks, oldest first, and the first block processed: what a reorg
+    # deeper than `blocks` rewinds to (`core.history`)
+    anchors: list[BlockRef] = []
+    origin: BlockRef | None = None
 
     @property
     def head(self) -> BlockRef | None:

@@ -16,6 +16,7 @@ from rich.console import Console
 from web3.providers.async_base import AsyncBaseProvider
 
 from seqcollector.config import Settings
+from seqcollector.core.history import anchor_refs
 from seqcollector.runtime.collector import Collector
 from seqcollector.runtime.executor import RedisExecutor, redis_client
 from seqcollector.runtime.failures import FailureReporter
@@ -68,6 +69,7 @@ async def run_live(
             confirmations=settings.confirmations,
             max_reorg_depth=config.max_reorg_depth,
             known=known,
+            anchors=[(a.number, a.hash) for a in anchor_refs(pipeline.state)],
             start_block=settings.start_block,
             poll_interval_s=min(1.0, max(settings.block_time / 4, 0.05)),
         )

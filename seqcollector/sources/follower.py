@@ -11,12 +11,24 @@ topic0s in block n, by log index. Only blocks up to `head - confirmations` are p
   to move (`heads.HeadWatcher`: newHeads on a WebSocket endpoint, else polling).
 - Reorgs: every header's parent hash must be the hash of the block yielded before it (or of
   `known`). On a mismatch it walks back to the highest block whose canonical hash is still
-  the one it has, `a`, yields `Rewind(a)` and continues from a+1. With no match within
-  `max_reorg_depth` blocks of its history, it yields `Rewind(oldest_checked - 1)` anyway (the
-  core alerts on and counts too-deep reorgs) and trusts the chain from there. When the head
-  drops below the last block yielded, the canonical hash at the new confirmed head is
-  checked the same way. Logs whose block hash is not the header's (the chain moved between
-  the two calls) make it read the range again.
+  the one it has, `a`, yields `Rewind(a)` and continues from a+1. When the head drops below
+  the last block yielded, the canonical hash at the new confirmed head is checked the same
+  way. Logs whose block hash is not the header's (the chain moved between the two calls)
+  make it read the range again.
+- Deeper than the history (no match within `max_reorg_depth` blocks, or the head dropped
+  below every block it remembers, seen on two head reads in a row): it checks the
+  `anchors` (sparse older blocks, `core.history`: the core's, passed at start like `known`,
+  then kept by the same rule from the blocks it yields) from newest to oldest against the
+  canonical chain (one header each) and yields `Rewind(anchor)` for the newest that still
+  matches; the core keeps that anchor as its head, so the next block links to it. If none
+  matches (another chain, a reset to genesis) it yields `Rewind(-1)` ("nothing in common":
+  the core forgets its blocks and takes the next one as a new base) and resumes from the
+  first block it processed (the oldest anchor), or from the confirmed head if the chain is
+  now shorter than that. Both are logged as errors and counted (`deep_rewinds`,
+  `chain_resets`); the core alerts with what could not be undone.
+- Waiting: when the next block is beyond the confirmed head by more than one block (a
+  `start_block` in the future), it logs `waiting_for_chain` (block, head) at once and then
+  every `wait_log_s`, instead of waiting in silence.
 - Failures: every RPC operation is retried forever with jittered exponential backoff, each
   failure logged as a structured error (`retrying.py`). Nothing is skipped.
 
@@ -39,7 +51,9 @@ from seqcollector.core.abi import (
     EPOCH_RELEASED,
     SNAPSHOT_BATCH_SUBMITTED,
 )
+from seqcollector.core.history import push_anchor
 from seqcollector.core.inputs import Block, Log, Rewind
+from seqcollector.core.state import BlockRef
 from seqcollector.sources.blocks import LogRanges, fetch_headers
 from seqcollector.sources.heads import HeadWatcher
 from seqcollector.sources.retrying import Backoff, retry_forever
@@ -82,6 +96,8 @@ class ChainFollower:
         subscribe: bool = True,
         log_ranges: LogRanges | None = None,
         topics0: Sequence[str] = TOPICS0,
+        anchors: Sequence[tuple[int, str]] = (),
+        wait_log_s: float = 30.0,
     ) -> None:
         if confirmations < 0 or max_reorg_depth < 1 or range_blocks < 1:
             raise ValueError("confirmations >= 0, max_reorg_depth >= 1, range_blocks >= 1")
@@ -97,10 +113,22 @@ class ChainFollower:
         self.watcher = HeadWatcher(pool, poll_interval_s, subscribe=subscribe)
         self._recent: dict[int, str] = {n: h.lower() for n, h in sorted(known)}
         self._trim()
+        # sparse older blocks (number, hash), oldest first; the first is the first block
+        # processed (`core.history`): what a reorg deeper than `_recent` rewinds to
+        self._anchors: list[BlockRef] = []
+        self._origin: BlockRef | None = None
+        for number, block_hash in sorted({*anchors, *known}):
+            ref = BlockRef(number, block_hash.lower(), 0)
+            if self._origin is None:
+                self._origin = ref
+            push_anchor(self._anchors, ref)
+        self.wait_log_s = wait_log_s
+        self._wait_logged: tuple[int, float] | None = None  # (block, when) last logged
         self.chain_head: int | None = None  # None until the first head is seen
         self.next_block = -1  # set from the head, `known` or `start_block` when iterating
         self.rewinds = 0
         self.deep_rewinds = 0
+        self.chain_resets = 0  # deep rewinds that found no anchor: Rewind(-1)
         self.refetches = 0
 
     async def inputs(self) -> AsyncIterator[Block | Log | Rewind]:
@@ -126,7 +154,8 @@ class ChainFollower:
                     if rewind is not None:
                         yield [rewind]
                         continue
-                    wait = partial(self.watcher.wait, head)
+                    far = self._log_waiting(first, head)
+                    wait = partial(self._wait_for_head, head, far)
                     self.chain_head = await self._retry("wait_for_head", wait)
                     continue
                 if target - first >= self.range_blocks:
@@ -180,9 +209,19 @@ class ChainFollower:
 
     async def _check_below_head(self, target: int) -> Rewind | None:
         """When the confirmed head is below the last block yielded: is our block there still
-        canonical? -> the rewind if not."""
-        if target >= self.next_block - 1 or target not in self._recent:
+        canonical? -> the rewind if not. Below every block remembered: a deep reorg, once a
+        second head read agrees (one lagging answer is not a chain reset)."""
+        if target >= self.next_block - 1:
             return None
+        if target not in self._recent:
+            if any(n <= target for n in self._recent) or not self._recent:
+                return None  # a gap in `known` (or nothing known): read on from next_block
+            await anyio.sleep(self.retry.first_s)
+            head = self.chain_head = await self._retry("head", self._pool.head)
+            target = head - self.confirmations
+            if target >= min(self._recent):
+                return None  # it came back: the normal path checks the parent links
+            return await self._deep_rewind(target, target + 1)
         check = partial(fetch_headers, self._pool, target, target)
         (header,) = await self._retry("check_canonical", check, target, target)
         if header.hash == self._recent[target]:
@@ -201,21 +240,69 @@ class ChainFollower:
             return None
         self.rewinds += 1
         if ancestor < lo:
-            self.deep_rewinds += 1
-            log.error(
-                "reorg_deeper_than_history",
-                last_block=top,
-                oldest_checked=lo,
-                rewind_to=ancestor,
-                max_reorg_depth=self.max_reorg_depth,
-            )
-            self._recent.clear()  # nothing left to compare with: trust the chain from here
-        else:
-            log.warning("reorg", last_block=top, common_ancestor=ancestor, depth=top - ancestor)
-            for number in [n for n in self._recent if n > ancestor]:
-                del self._recent[number]
+            assert self.chain_head is not None
+            return await self._deep_rewind(self.chain_head - self.confirmations, lo, top)
+        log.warning("reorg", last_block=top, common_ancestor=ancestor, depth=top - ancestor)
+        for number in [n for n in self._recent if n > ancestor]:
+            del self._recent[number]
+        self._drop_anchors_above(ancestor)
         self.next_block = ancestor + 1
         return Rewind(ancestor)
+
+    async def _deep_rewind(
+        self, target: int, oldest_checked: int, top: int | None = None
+    ) -> Rewind:
+        """No common block in the contiguous history (blocks >= oldest_checked): rewind to
+        the newest anchor still canonical, else to -1 (nothing in common)."""
+        last = max(self._recent) if self._recent else self.next_block - 1
+        find = partial(self._matching_anchor, oldest_checked)
+        anchor = await self._retry("check_anchors", find)
+        self.deep_rewinds += 1
+        if top is None:
+            self.rewinds += 1
+        self._recent.clear()
+        if anchor is not None:
+            log.error(
+                "reorg_deeper_than_history",
+                last_block=last,
+                oldest_checked=oldest_checked,
+                rewind_to=anchor.number,
+                depth=last - anchor.number,
+                anchors=len(self._anchors),
+                max_reorg_depth=self.max_reorg_depth,
+            )
+            self._drop_anchors_above(anchor.number)
+            self._recent[anchor.number] = anchor.hash  # the next block must link to it
+            self.next_block = anchor.number + 1
+            return Rewind(anchor.number)
+        self.chain_resets += 1
+        origin = self._origin.number if self._origin is not None else self.start_block
+        resume = max(0, min(origin if origin is not None else target, target))
+        log.error(
+            "chain_replaced",
+            last_block=last,
+            anchors_checked=len(self._anchors),
+            resume_from=resume,
+            confirmed_head=target,
+            detail="no block the collector processed is on the chain any more: it follows "
+            "the new chain from resume_from; check RPC_NODES point at the intended chain",
+        )
+        self._anchors.clear()
+        self._origin = None
+        self.next_block = resume
+        return Rewind(-1)
+
+    async def _matching_anchor(self, below: int) -> BlockRef | None:
+        """The newest anchor below block `below` whose canonical hash is still ours."""
+        head = self.chain_head = await self._pool.head()
+        candidates = [a for a in self._anchors if a.number < below and a.number <= head]
+        if self._origin is not None and self._origin.number < below:
+            candidates.append(self._origin)
+        for anchor in sorted(candidates, key=lambda a: -a.number):
+            (header,) = await fetch_headers(self._pool, anchor.number, anchor.number)
+            if header.hash == anchor.hash:
+                return anchor
+        return None
 
     async def _common_ancestor(self, lo: int, top: int) -> int:
         """Highest block in lo..top whose canonical hash is ours; lo - 1 if none is."""
@@ -232,6 +319,45 @@ class ChainFollower:
     def _remember(self, header: Block) -> None:
         self._recent[header.number] = header.hash
         self._trim()
+        ref = BlockRef(header.number, header.hash, header.timestamp)
+        if self._origin is None:
+            self._origin = ref
+        push_anchor(self._anchors, ref)
+
+    def _drop_anchors_above(self, number: int) -> None:
+        while self._anchors and self._anchors[-1].number > number:
+            self._anchors.pop()
+        if self._origin is not None and self._origin.number > number:
+            self._origin = None
+
+    async def _wait_for_head(self, head: int, far: bool) -> int:
+        """The next head; when waiting for a far block, `head` again after `wait_log_s`
+        (to say again what it is waiting for)."""
+        if not far:
+            return await self.watcher.wait(head)
+        with anyio.move_on_after(self.wait_log_s):
+            return await self.watcher.wait(head)
+        return head
+
+    def _log_waiting(self, block: int, head: int) -> bool:
+        """Waiting for more than the next block (a start block in the future): say so, at
+        once and then every `wait_log_s` -> whether it is such a wait."""
+        target = head - self.confirmations
+        if block <= target + 1:
+            return False
+        now = anyio.current_time()
+        last = self._wait_logged
+        if last is not None and last[0] == block and now - last[1] < self.wait_log_s * 0.9:
+            return True
+        self._wait_logged = (block, now)
+        log.info(
+            "waiting_for_chain",
+            detail=f"waiting for the chain to reach block {block}, head {head}",
+            block=block,
+            head=head,
+            confirmations=self.confirmations,
+        )
+        return True
 
     def _trim(self) -> None:
         while len(self._recent) > self.max_reorg_depth + 1:

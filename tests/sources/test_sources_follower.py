@@ -246,10 +246,18 @@ async def test_reorg_deeper_than_history_rewinds_past_it(anvil: AnvilChain) -> N
         with capture_logs() as logs:
             items = await collect(follower, saw_block(17), on_item=reorg)
     rewinds = [i for i in items if isinstance(i, Rewind)]
-    assert rewinds == [Rewind(12)]  # history: blocks 12..15, checked 13..15, none matched
-    assert follower.deep_rewinds == 1
-    assert block_numbers(items[items.index(rewinds[0]) + 1 :]) == [13, 14, 15, 16, 17]
-    assert any(e["event"] == "reorg_deeper_than_history" for e in logs)
+    # history: blocks 12..15, checked 13..15, none matched; then the anchors 12, 8 (replaced)
+    # and 0 (still canonical). Old code: Rewind(12), a block of the replaced chain, and the
+    # new block 13 never linked to what the core held
+    assert rewinds == [Rewind(0)]
+    assert follower.deep_rewinds == 1 and follower.chain_resets == 0
+    after = items[items.index(rewinds[0]) + 1 :]
+    assert block_numbers(after) == list(range(1, 18))
+    check_chain_order(after)
+    canonical(anvil, after)
+    assert after[0].parent_hash == anvil.block(0)["hash"]  # type: ignore[union-attr]
+    [deep] = [e for e in logs if e["event"] == "reorg_deeper_than_history"]
+    assert deep["rewind_to"] == 0 and deep["depth"] == 15
 
 
 @pytest.mark.parametrize("fault", ["http_500", "stall", "random"])
@@ -412,3 +420,77 @@ async def test_a_parent_mismatch_that_does_not_hold_is_not_a_rewind(anvil: Anvil
     assert proxy.forged == 1
     assert block_numbers(items) == list(range(13)) and follower.rewinds == 0
     check_chain_order(items)
+
+
+async def test_head_dropping_below_all_history_rewinds_to_an_anchor(anvil: AnvilChain) -> None:
+    """A reset far below everything remembered (old code: `_check_below_head` found none
+    of its blocks at the new head and waited in silence, forever)."""
+    anvil.node.mine(3)
+    snapshot = anvil.node.snapshot()  # at block 3
+    anvil.node.mine(37)  # to 40
+    async with RpcPool([anvil.node.url]) as pool:
+        follower = ChainFollower(
+            pool, MARKET, start_block=0, max_reorg_depth=3, poll_interval_s=0.05, retry=FAST
+        )
+        reset = False
+
+        async def drop(item: Item, seen: list[Item]) -> None:
+            nonlocal reset
+            if isinstance(item, Block) and item.number == 40 and not reset:
+                reset = True
+                anvil.node.revert(snapshot)
+                anvil.node.mine(4, interval_s=11)  # head 7, far below 37..40
+
+        with capture_logs() as logs:
+            items = await collect(follower, rewound_then(7), on_item=drop)
+    rewinds = [i for i in items if isinstance(i, Rewind)]
+    assert rewinds == [Rewind(0)]  # anchors 40, 32 (gone), 0: no block 1..3 is an anchor
+    after = items[items.index(rewinds[0]) + 1 :]
+    assert block_numbers(after) == list(range(1, 8))
+    check_chain_order(after)
+    canonical(anvil, after)
+    assert any(e["event"] == "reorg_deeper_than_history" for e in logs)
+
+
+async def test_restart_on_another_chain_rewinds_below_everything(anvil: AnvilChain) -> None:
+    """Nothing the collector remembers is on the chain (RPC_NODES now point at another
+    chain, a reset to a new genesis): Rewind(-1), then the chain from its first block."""
+    anvil.node.mine(20)
+    fake = [(n, "0x" + f"{n:02x}" * 32) for n in range(10, 14)]
+    anchors = [(5, "0x" + "05" * 32), (8, "0x" + "08" * 32)]
+    async with RpcPool([anvil.node.url]) as pool:
+        follower = ChainFollower(pool, MARKET, known=fake, anchors=anchors, retry=FAST)
+        with capture_logs() as logs:
+            items = await collect(follower, saw_block(20))
+    assert items[0] == Rewind(-1)
+    assert block_numbers(items[1:]) == list(range(5, 21))  # from the first block processed
+    check_chain_order(items[1:])
+    canonical(anvil, items[1:])
+    assert follower.chain_resets == 1 and follower.deep_rewinds == 1
+    [replaced] = [e for e in logs if e["event"] == "chain_replaced"]
+    assert replaced["resume_from"] == 5 and replaced["log_level"] == "error"
+
+
+async def test_start_block_beyond_the_head_is_logged_while_waiting(anvil: AnvilChain) -> None:
+    """SEQ_START_BLOCK beyond the head: 'waiting for the chain to reach block S, head H',
+    at once and then every wait_log_s (old code: a silent wait)."""
+    anvil.node.mine(2)
+    async with RpcPool([anvil.node.url]) as pool:
+        follower = ChainFollower(pool, MARKET, start_block=8, poll_interval_s=0.05, wait_log_s=0.2)
+        mined = False
+
+        async def mine_later() -> None:
+            nonlocal mined
+            await anyio.sleep(0.7)
+            anvil.node.mine(6)  # to 8
+            mined = True
+
+        with capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(mine_later)
+                items = await collect(follower, saw_block(8))
+    assert mined and block_numbers(items) == [8]
+    waits = [e for e in logs if e["event"] == "waiting_for_chain"]
+    assert 2 <= len(waits) <= 6
+    assert waits[0]["detail"] == "waiting for the chain to reach block 8, head 2"
+    assert waits[0]["log_level"] == "info"
