@@ -7,6 +7,9 @@ Kinds (`--faults`, comma-separated, or `all`):
   crash    the collector dies at a random effect boundary (before or after EXEC) and
            restarts from Redis
   reorg    reorgs of depth 1..K (fast mode: a forked synthetic chain; EVM: snapshot/revert)
+  deepreorg  a reorg deeper than MAX_REORG_DEPTH (fast mode; EVM mode: not applicable, the
+           anvil reset test covers it live): the epochs released in the replaced blocks are
+           batched again from the new chain, their old batches stay pushed (counted apart)
   relayer  the tx relayer answers 5xx or stalls
 Each kind draws from its own RNG seeded by (seed, kind), so enabling one kind does not shift
 another's draws.
@@ -24,8 +27,8 @@ from seqcollector.core.effects import Effect
 from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.executor import RedisExecutor
 
-KINDS = ("rpc", "lag", "redis", "crash", "reorg", "relayer")
-WORLD_KINDS = frozenset({"reorg"})  # faults that change the chain, hence the effects
+KINDS = ("rpc", "lag", "redis", "crash", "reorg", "relayer", "deepreorg")
+WORLD_KINDS = frozenset({"reorg", "deepreorg"})  # faults that change the chain, hence the effects
 
 
 class FaultSpecError(ValueError):

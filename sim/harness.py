@@ -78,6 +78,13 @@ def world_spec(spec: SimSpec) -> WorldSpec:
         for _ in range(max(1, blocks // 60)):
             depth = rng.randint(1, spec.max_reorg_depth)
             reorgs[1000 + rng.randint(depth + 2, blocks - 1)] = depth
+    if "deepreorg" in spec.faults:  # deeper than the collector's MAX_REORG_DEPTH (2 x K)
+        deep = fault_rng(spec.seed, "deepreorg")
+        for _ in range(max(1, blocks // 200)):
+            depth = deep.randint(_core_reorg_depth(spec) + 1, max(_deep_limit(spec, blocks), 1))
+            at = 1000 + deep.randint(min(depth + 2, blocks - 1), blocks - 1)
+            if at not in reorgs:
+                reorgs[at] = depth
     return WorldSpec(
         seed=spec.seed,
         markets=spec.markets,
@@ -89,6 +96,17 @@ def world_spec(spec: SimSpec) -> WorldSpec:
         slots=spec.slots,
         reorgs=tuple(sorted(reorgs.items())),
     )
+
+
+def _core_reorg_depth(spec: SimSpec) -> int:
+    """The collector's MAX_REORG_DEPTH in a simulation: twice the deepest `reorg` fault."""
+    return spec.max_reorg_depth * 2
+
+
+def _deep_limit(spec: SimSpec, blocks: int) -> int:
+    """How deep a `deepreorg` goes at most: below the blocks the core holds at times (it
+    keeps MAX_REORG_DEPTH + up to 128), within the chain and the world's 256-block plans."""
+    return max(min(blocks - 3, 160), _core_reorg_depth(spec) + 1)
 
 
 async def run_simulation(
@@ -125,7 +143,7 @@ async def _run_fast(
     on_progress: Callable[[int, int], None] | None,
 ) -> SimRecord:
     world = SyntheticWorld(world_spec(spec), keep_sets=False)  # the oracle reads Redis
-    config = world.core_config(batch_size=spec.batch_size, max_reorg_depth=spec.max_reorg_depth * 2)
+    config = world.core_config(batch_size=spec.batch_size, max_reorg_depth=_core_reorg_depth(spec))
     apart, world_apart = _processes(spec, redis_url, world)
     redis = await _store(redis_url)
     journal = out_dir / "journal.jsonl"
@@ -214,7 +232,8 @@ async def _run_fast(
     record.summary["collector busy s"] = round(busy, 2)
     windows = _synthetic_windows(spec, world)
     canonical_hash = world_apart.canonical_hash if world_apart else world.canonical_hash
-    await _check(record, windows, canonical_hash, timeline, finalizer, redis, calls)
+    deep = _deep_replaced(spec, world.spec.reorgs, windows)
+    await _check(record, windows, canonical_hash, timeline, finalizer, redis, calls, deep)
     _fill(record, spec, world, timeline, elapsed, len(calls))
     await redis.aclose()
     return record
@@ -283,6 +302,11 @@ async def _run_evm(
             "crashes": sum(f.kind == "crash" for f in record.faults),
             "redis outages": sum(f.kind == "redis" for f in record.faults),
             "reorgs": sum(f.kind == "reorg" for f in record.faults),
+            **(
+                {"deepreorg faults": "not applicable in EVM mode (see the live anvil reset test)"}
+                if "deepreorg" in spec.faults
+                else {}
+            ),
             "seconds": round(elapsed, 2),
             "epochs/s": round(epochs / elapsed, 1) if elapsed else 0.0,
         }
@@ -328,6 +352,7 @@ async def _check(
     finalizer: Finalizer,
     redis: aioredis.Redis,
     calls: list[dict[str, object]],
+    deep_replaced: set[tuple[str, int]] | None = None,
 ) -> None:
     """The invariants. The oracle for batch contents is what the dequeuer wrote in Redis
     under the canonical window's headers, read independently of the collector."""
@@ -354,15 +379,40 @@ async def _check(
     for raw in reversed(await redis.lrange("finalizerQueue", 0, -1)):  # still queued
         finalizer.record(raw.decode() if isinstance(raw, bytes) else str(raw))
     batched = set(t.batch_counts)
-    call_check, repeats = invariants.one_batch_size_call_per_epoch(batched, calls)
+    gone = t.superseded
+    required = deep_replaced or set()
+    releases = {(w.market, w.epoch): canonical_hash(w.release) or "" for w in windows}
+    rebatch = invariants.rebatched_after_deep_reorgs(required, t.opened_hash, releases)
+    call_check, repeats = invariants.one_batch_size_call_per_epoch(batched, calls, gone)
     record.invariants += [
-        invariants.batched_exactly_once(canonical, finalizer.batch_ids, t.batch_counts),
-        invariants.batches_hold_window_submissions(expected, finalizer.keys, finalizer.misplaced),
+        invariants.batched_exactly_once(
+            canonical, finalizer.batch_ids, t.batch_counts, gone, rebatch
+        ),
+        invariants.batches_hold_window_submissions(
+            expected, finalizer.keys, finalizer.misplaced, gone
+        ),
         invariants.queue_items_exactly_once(t.pushed, finalizer.consumed),
         call_check,
     ]
     record.summary["windows closed by a block later orphaned"] = orphan_closed
     record.summary["repeated relayer deliveries (at least once)"] = repeats
+    if gone:  # a deep reorg's documented consequence (core.history)
+        record.summary["epochs batched again after a deep reorg (old batches not undone)"] = len(
+            gone
+        )
+
+
+def _deep_replaced(
+    spec: SimSpec, reorgs: tuple[tuple[int, int], ...], windows: list[CanonicalWindow]
+) -> set[tuple[str, int]]:
+    """The closed canonical epochs whose release block a deep reorg replaced last: the core
+    forgot them, so they must be batched from the new chain's release (`core.history`)."""
+    out = set()
+    for w in windows:
+        last = [d for at, d in reorgs if at - d <= w.release < at]  # reorgs run in `at` order
+        if w.close is not None and last and last[-1] > _core_reorg_depth(spec):
+            out.add((w.market, w.epoch))
+    return out
 
 
 def _synthetic_windows(spec: SimSpec, world: SyntheticWorld) -> list[CanonicalWindow]:
@@ -389,7 +439,8 @@ def _fill(
     record.windows = list(t.windows.values())
     record.batches = t.batches
     for at, depth in world.spec.reorgs:
-        record.faults.append(FaultMark("reorg", at, f"reorg of depth {depth} at block {at}"))
+        kind = "deepreorg" if depth > _core_reorg_depth(spec) else "reorg"
+        record.faults.append(FaultMark(kind, at, f"reorg of depth {depth} at block {at}"))
     record.digest = t.digest
     epochs = len(t.batch_counts)
     if spec.fast and spec.faults & {"rpc", "lag"}:
@@ -405,6 +456,7 @@ def _fill(
             "crashes": sum(f.kind == "crash" for f in record.faults),
             "redis outages": sum(f.kind == "redis" for f in record.faults),
             "reorgs": len(world.spec.reorgs),
+            "deep reorgs": sum(d > _core_reorg_depth(spec) for _, d in world.spec.reorgs),
             "seconds": round(elapsed, 2),
             "epochs/s": round(epochs / elapsed, 1) if elapsed else 0.0,
         }

@@ -20,6 +20,19 @@ class KeySum:
         self.total = (self.total + int.from_bytes(digest, "big")) % _MOD
         self.count += 1
 
+    def minus(self, other: KeySum) -> KeySum:
+        """This multiset without `other` (which it must contain)."""
+        out = KeySum()
+        out.total = (self.total - other.total) % _MOD
+        out.count = self.count - other.count
+        return out
+
+    def plus(self, other: KeySum) -> KeySum:
+        out = KeySum()
+        out.total = (self.total + other.total) % _MOD
+        out.count = self.count + other.count
+        return out
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, KeySum) and (self.total, self.count) == (other.total, other.count)
 

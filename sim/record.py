@@ -21,7 +21,7 @@ class BatchMark(msgspec.Struct, frozen=True):
 
 
 class FaultMark(msgspec.Struct, frozen=True):
-    kind: str  # rpc | lag | redis | crash | reorg | relayer
+    kind: str  # rpc | lag | redis | crash | reorg | relayer | deepreorg
     block: int  # the chain head when it happened
     detail: str
 

@@ -46,9 +46,10 @@ FAULT_COLORS: dict[str, str] = {
     "crash": "#111827",
     "reorg": "#e11d48",
     "relayer": "#65a30d",
+    "deepreorg": "#7f1d1d",
 }
 _OTHER_FAULT_COLOR = "#6b7280"
-_FAULT_WIDTH: dict[str, float] = {"reorg": 2.5, "crash": 2.0}
+_FAULT_WIDTH: dict[str, float] = {"reorg": 2.5, "deepreorg": 3.0, "crash": 2.0}
 
 # Geometry of the timeline, in SVG user units (pixels at 100 %).
 _WIDTH = 1200
@@ -436,7 +437,7 @@ def _ticks(lo: int, hi: int, target: int = 10) -> list[int]:
 
 def _faults_svg(faults: list[FaultMark], scale: _Scale, top: float, bottom: float) -> str:
     # Reorgs last, so that they are drawn over the other faults.
-    ordered = sorted(faults, key=lambda f: (f.kind == "reorg", f.block))
+    ordered = sorted(faults, key=lambda f: (f.kind in ("reorg", "deepreorg"), f.block))
     out: list[str] = ['<g class="faults">\n']
     for f in ordered:
         x = scale.x(f.block)
@@ -445,7 +446,7 @@ def _faults_svg(faults: list[FaultMark], scale: _Scale, top: float, bottom: floa
         tip = f"{f.kind} at block {f.block}: {f.detail}"
         kind = _css_ident(f.kind)
         extra = ""
-        if f.kind == "reorg":
+        if f.kind in ("reorg", "deepreorg"):
             extra = (
                 f'<rect x="{x - 4:.2f}" y="{top:.1f}" width="8" height="{bottom - top:.1f}" '
                 f'fill="{color}" fill-opacity="0.12"/>'
