@@ -15,12 +15,13 @@ from functools import partial
 from typing import Protocol
 
 import anyio
+import msgspec
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from seqcollector.core import Block, Input, Log, Rewind
-from seqcollector.runtime.executor import ConcurrentWriterError
+from seqcollector.runtime.executor import ConcurrentWriterError, RedisDataLost
 from seqcollector.runtime.failures import Failure, FailureReporter
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import CoreStepError, Pipeline, ResumeError
@@ -46,9 +47,11 @@ class InputSource(Protocol):
 
 
 def _fatal(exc: BaseException) -> bool:
-    """Not worth a retry: a misconfiguration, a second writer, or no Exception at all
-    (cancellation, KeyboardInterrupt, a simulated crash)."""
-    return not isinstance(exc, Exception) or isinstance(exc, ConcurrentWriterError | ResumeError)
+    """Not worth a retry: a misconfiguration, a second writer, Redis having lost our data,
+    or no Exception at all (cancellation, KeyboardInterrupt, a simulated crash)."""
+    return not isinstance(exc, Exception) or isinstance(
+        exc, ConcurrentWriterError | RedisDataLost | ResumeError
+    )
 
 
 class Collector:
@@ -147,7 +150,8 @@ class Collector:
     async def _retrying(
         self, operation: str, group: Sequence[Input] | None, fn: Callable[[], Awaitable[None]]
     ) -> None:
-        """Run `fn` until it succeeds, reporting every failure; fatal errors propagate."""
+        """Run `fn` until it succeeds, reporting every failure; fatal errors are reported
+        (always alerted, whatever the rate limit) and propagate."""
         async for attempt in AsyncRetrying(
             wait=wait_exponential_jitter(
                 multiplier=self.retry_first_s, max=self.retry_max_s, jitter=self.retry_first_s
@@ -160,8 +164,10 @@ class Collector:
                 try:
                     await fn()
                 except Exception as exc:
-                    if not _fatal(exc):
-                        await self.reporter.report(_failure(operation, group, exc))
+                    failure = _failure(operation, group, exc)
+                    if _fatal(exc):
+                        failure = msgspec.structs.replace(failure, action="stopped, not retried")
+                    await self.reporter.report(failure, always=_fatal(exc))
                     raise
 
     async def _signals(self) -> None:

@@ -45,14 +45,14 @@ class FailureReporter:
         self.count = 0
         self._last_alert: dict[str, float] = {}
 
-    async def report(self, failure: Failure, severity: str = "High") -> None:
+    async def report(self, failure: Failure, severity: str = "High", always: bool = False) -> None:
+        """Log `failure`; alert unless this operation alerted recently (`always`: alert
+        anyway, for a failure that stops the collector)."""
         self.count += 1
         log.error("failure", **msgspec.structs.asdict(failure))
         now = time.monotonic()
-        if (
-            not self.alert_url
-            or now - self._last_alert.get(failure.operation, -1e9) < self.alert_every_s
-        ):
+        recent = now - self._last_alert.get(failure.operation, -1e9) < self.alert_every_s
+        if not self.alert_url or (recent and not always):
             return
         self._last_alert[failure.operation] = now
         body = {

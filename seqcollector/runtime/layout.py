@@ -5,7 +5,8 @@
 - `<ns>:outbox`: hash, outbox entry id -> JSON of the `RelayerCall` / `Alert` effect.
 - `<ns>:outbox:pending`: sorted set of the ids not yet delivered, scored in emission order.
 
-All of them are written in the same MULTI/EXEC as the step that produced them.
+All of them are written by the same commit script as the step that produced them
+(`executor.py`), whole or not at all.
 """
 
 from __future__ import annotations

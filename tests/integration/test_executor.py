@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from seqcollector.core.effects import (
     Alert,
@@ -24,9 +24,11 @@ from seqcollector.core.effects import (
     SetValue,
 )
 from seqcollector.runtime.executor import (
+    _COMMIT,
     Checkpoint,
-    CommitPartlyRejected,
+    CommitRefused,
     ConcurrentWriterError,
+    RedisDataLost,
     RedisExecutor,
 )
 from seqcollector.runtime.layout import StoreLayout, decode_entry
@@ -147,10 +149,11 @@ async def test_outbox_entries_are_stored_in_emission_order(redis_backend: Any) -
     }
 
 
-async def test_ten_thousand_effects_cost_two_round_trips(redis_backend: Any) -> None:
+async def test_ten_thousand_effects_cost_one_round_trip(redis_backend: Any) -> None:
     client, trips = redis_backend.counting_client()
     executor = RedisExecutor(client, NS)
     await executor.load()
+    assert await executor.commit(1, 1, [], b"warm-up")  # the script is loaded on first use
     effects: list[Effect] = []
     for i in range(2_000):
         effects += [
@@ -163,25 +166,37 @@ async def test_ten_thousand_effects_cost_two_round_trips(redis_backend: Any) -> 
     assert len(effects) == 10_000
     trips.reset()
 
-    assert await executor.commit(1, 1, effects, b"state") is True
+    assert await executor.commit(2, 2, effects, b"state") is True
 
-    assert trips.count <= 3
-    assert trips.count == 2  # WATCH, then MULTI ... EXEC in one write
+    assert trips.count == 1  # one EVALSHA of the commit script
     assert await client.llen("finalizerQueue") == 2_000
     assert await client.get("SlotSubmissionsKey.m.1.7") == b"4"
     assert await client.zcard(KEYS.outbox_pending) == 2_000
 
 
-async def test_commit_without_load_costs_three_round_trips(redis_backend: Any) -> None:
+async def test_first_use_of_the_script_loads_it(redis_backend: Any) -> None:
+    """After SCRIPT FLUSH (or a server restart) EVALSHA answers NOSCRIPT: the script is
+    loaded and the commit goes through, once."""
     client, trips = redis_backend.counting_client()
-    await client.ping()
+    executor = RedisExecutor(client, NS)
+    await executor.load()
+    await client.script_flush()
+    trips.reset()
+    assert await executor.commit(1, 1, [ListPush("q", "x")], b"s") is True
+    assert trips.count == 3  # EVALSHA (NOSCRIPT), SCRIPT LOAD, EVALSHA
+    assert await client.lrange("q", 0, -1) == [b"x"]
+
+
+async def test_commit_without_load_costs_two_round_trips(redis_backend: Any) -> None:
+    client, trips = redis_backend.counting_client()
+    await client.script_load(_COMMIT)
     trips.reset()
     executor = RedisExecutor(client, NS)
     assert await executor.commit(1, 1, [ListPush("q", "x")] * 100, b"s") is True
-    assert trips.count == 3  # WATCH, GET checkpoint, MULTI ... EXEC
+    assert trips.count == 2  # GET checkpoint, EVALSHA
     trips.reset()
     assert await executor.commit(2, 2, [ListPush("q", "y")] * 100, b"s") is True
-    assert trips.count == 2
+    assert trips.count == 1
 
 
 async def test_read_submission_sets_is_one_round_trip(redis_backend: Any) -> None:
@@ -200,107 +215,124 @@ async def test_read_submission_sets_is_one_round_trip(redis_backend: Any) -> Non
     assert trips.count == 1
 
 
-def interfere_after_watch(
-    monkeypatch: pytest.MonkeyPatch, action: Callable[[], Awaitable[object]]
+def around_script(
+    executor: RedisExecutor,
+    before: Callable[[], Awaitable[object]] | None = None,
+    runs: int = 1,
+    then_raise: BaseException | None = None,
 ) -> None:
-    """Run `action` (another writer) once, right after the executor's next WATCH."""
-    original = Pipeline.watch
+    """Wrap the executor's next commit script call: run `before` (another writer) first,
+    send the script `runs` times (a resend after a dropped connection), then raise
+    `then_raise` instead of answering (a lost reply)."""
+    original = executor._script
     armed = [True]
 
-    async def watch(self: Pipeline, *names: Any) -> Any:
-        result = await original(self, *names)
-        if armed[0]:
-            armed[0] = False
-            await action()
-        return result
+    async def call(**kwargs: Any) -> Any:
+        if not armed[0]:
+            return await original(**kwargs)
+        armed[0] = False
+        if before is not None:
+            await before()
+        for _ in range(runs):
+            reply = await original(**kwargs)
+        if then_raise is not None:
+            raise then_raise
+        return reply
 
-    monkeypatch.setattr(Pipeline, "watch", watch)
+    executor._script = call  # type: ignore[assignment]
 
 
-async def test_writer_between_watch_and_exec_is_refused(
-    redis_backend: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ours = RedisExecutor(redis_backend.client(), NS)
+async def test_writer_between_read_and_script_is_refused(redis_backend: Any) -> None:
+    ours = RedisExecutor(redis_backend.client(), NS)  # not loaded: reads the checkpoint first
     theirs = RedisExecutor(redis_backend.client(), NS)
-    await ours.load()
     await theirs.load()
-    interfere_after_watch(monkeypatch, lambda: theirs.commit(1, 1, [ListPush("q", "t")], b"t"))
+    around_script(ours, before=lambda: theirs.commit(1, 1, [ListPush("q", "t")], b"t"))
 
-    with pytest.raises(ConcurrentWriterError, match="namespace 'test'"):
+    with pytest.raises(ConcurrentWriterError, match="namespace 'test'") as info:
         await ours.commit(1, 1, [ListPush("q", "o")], b"o")
+    assert info.value.found == Checkpoint(1, 1) and info.value.expected is None
 
     client = redis_backend.client()
     assert await client.lrange("q", 0, -1) == [b"t"]
     assert await RedisExecutor(client, NS).load() == (b"t", Checkpoint(1, 1))
 
 
-async def test_writer_before_watch_is_detected(redis_backend: Any) -> None:
+async def test_stale_cache_is_refused_before_anything_is_written(redis_backend: Any) -> None:
+    """A writer that landed before our commit (our cached checkpoint is stale) is caught in
+    the script, before our step is written: nothing is written on top of it."""
+    client = redis_backend.client()
     ours = RedisExecutor(redis_backend.client(), NS)
     theirs = RedisExecutor(redis_backend.client(), NS)
     await ours.load()
     await theirs.load()
-    assert await theirs.commit(1, 1, [], b"t")
+    assert await theirs.commit(1, 1, [ListPush("q", "t")], b"t")
 
-    # Our cache is stale: WATCH cannot see the earlier write, the swapped checkpoint does.
-    with pytest.raises(ConcurrentWriterError, match="written on top") as info:
-        await ours.commit(1, 1, [], b"o")
+    with pytest.raises(ConcurrentWriterError, match="this step was not written") as info:
+        await ours.commit(1, 1, [ListPush("q", "o")], b"o")
     assert info.value.found == Checkpoint(1, 1)
+    assert await client.lrange("q", 0, -1) == [b"t"]
+    assert await RedisExecutor(client, NS).load() == (b"t", Checkpoint(1, 1))
     # The cache was dropped: the next attempt reads the checkpoint and refuses an old seq.
     assert await ours.commit(1, 1, [], b"o") is False
 
 
-async def test_spurious_watch_error_is_retried(
-    redis_backend: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    client = redis_backend.client()
-    executor = RedisExecutor(client, NS)
-    assert await executor.commit(1, 1, [], b"s1")
-    stored = await client.get(KEYS.checkpoint)
-    # Rewriting the same bytes trips the WATCH but changes nothing: retry, apply once.
-    interfere_after_watch(monkeypatch, lambda: client.set(KEYS.checkpoint, stored))
-
-    assert await executor.commit(2, 2, [ListPush("q", "x")], b"s2") is True
-    assert await client.lrange("q", 0, -1) == [b"x"]
-
-
-async def test_lost_exec_reply_counts_as_applied_once(
-    redis_backend: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_resent_script_applies_the_step_once(redis_backend: Any) -> None:
+    """redis-py resends a command after a dropped connection: the second run of the script
+    finds the step stored (checkpoint and state) and writes nothing."""
     client = redis_backend.client()
     executor = RedisExecutor(client, NS)
     await executor.load()
-    original = Pipeline.execute
+    call = RelayerCall(id="r:1", path="/submitBatchSize", body={"epochID": 1})
+    around_script(executor, runs=2)
 
-    async def execute_then_drop_reply(self: Pipeline, raise_on_error: bool = True) -> Any:
-        await original(self, raise_on_error)
-        raise WatchError("A ConnectionError occurred while watching one or more keys")
-
-    monkeypatch.setattr(Pipeline, "execute", execute_then_drop_reply)
-    assert await executor.commit(1, 1, [ListPush("q", "x")], b"s1") is True
-    monkeypatch.undo()
-
+    effects: list[Effect] = [ListPush("q", "x"), IncrementBy("n", 2), call]
+    assert await executor.commit(1, 1, effects, b"s1") is True
     assert await client.lrange("q", 0, -1) == [b"x"]
+    assert await client.get("n") == b"2"
+    assert await client.zrange(KEYS.outbox_pending, 0, -1, withscores=True) == [(b"r:1", 0.0)]
+    assert await executor.commit(2, 2, [ListPush("q", "y")], b"s2") is True
+    assert await client.lrange("q", 0, -1) == [b"y", b"x"]
+
+
+async def test_lost_reply_counts_as_applied_once(redis_backend: Any) -> None:
+    client = redis_backend.client()
+    executor = RedisExecutor(client, NS)
+    await executor.load()
+    around_script(executor, then_raise=RedisConnectionError("reply lost"))
+
+    with pytest.raises(RedisConnectionError):
+        await executor.commit(1, 1, [ListPush("q", "x")], b"s1")
+    # The outcome was unknown: the retry reads the checkpoint, finds the step stored.
     assert await executor.commit(1, 1, [ListPush("q", "x")], b"s1") is False
+    assert await client.lrange("q", 0, -1) == [b"x"]
     assert await executor.commit(2, 2, [], b"s2") is True
 
 
-async def test_effect_rejected_by_redis_still_commits_the_step(redis_backend: Any) -> None:
+async def test_effect_redis_would_refuse_changes_nothing(redis_backend: Any) -> None:
+    """It used to commit the step without the refused LPUSH (CommitPartlyRejected, after
+    the checkpoint had moved): the item was lost for good."""
     client = redis_backend.client()
     await client.set("not-a-list", "string")
     executor = RedisExecutor(client, NS)
+    effects: list[Effect] = [ListPush("not-a-list", "x"), ListPush("q", "y")]
 
-    with pytest.raises(CommitPartlyRejected, match="seq=1 block=7") as info:
-        await executor.commit(1, 7, [ListPush("not-a-list", "x"), ListPush("q", "y")], b"s")
-    assert "WRONGTYPE" in info.value.errors[0]
+    with pytest.raises(CommitRefused, match="seq=1 block=7") as info:
+        await executor.commit(1, 7, effects, b"s")
+    assert "not-a-list is a string, LPUSH needs a list" in str(info.value)
+    assert [p.key for p in info.value.problems] == ["not-a-list"]
+    assert await client.exists("q") == 0
+    assert await executor.load() == (None, None)
+
+    await client.delete("not-a-list")
+    assert await executor.commit(1, 7, effects, b"s") is True
+    assert await client.lrange("not-a-list", 0, -1) == [b"x"]
     assert await client.lrange("q", 0, -1) == [b"y"]
-    assert await executor.commit(1, 7, [], b"s") is False
     assert await executor.load() == (b"s", Checkpoint(1, 7))
 
 
-async def test_counter_of_another_type_is_reported_and_the_others_still_count(
+async def test_counter_of_another_type_refuses_the_step_and_order_is_kept_once_fixed(
     redis_backend: Any,
 ) -> None:
-    """Increments go out as one script per run; one bad key does not stop the rest."""
     client = redis_backend.client()
     await client.set("SlotSubmissionsKey.m.1.2", "not a number")
     executor = RedisExecutor(client, NS)
@@ -308,19 +340,72 @@ async def test_counter_of_another_type_is_reported_and_the_others_still_count(
         IncrementBy("SlotSubmissionsKey.m.1.1", 2, ttl_s=600),
         IncrementBy("SlotSubmissionsKey.m.1.2", 1),
         IncrementBy("SlotSubmissionsKey.m.1.3", 5),
-        ListPush("q", "between"),  # ends the run: the next increments are a second script
+        ListPush("q", "between"),
         IncrementBy("SlotSubmissionsKey.m.1.1", 1),
         DeleteKeys(["SlotSubmissionsKey.m.1.3"]),
         IncrementBy("SlotSubmissionsKey.m.1.3", 4),
     ]
-    with pytest.raises(CommitPartlyRejected, match="seq=1 block=3") as info:
+    with pytest.raises(CommitRefused, match="seq=1 block=3") as info:
         await executor.commit(1, 3, effects, b"s")
-    assert len(info.value.errors) == 1
-    assert "SlotSubmissionsKey.m.1.2" in info.value.errors[0]
+    assert [str(p) for p in info.value.problems] == [
+        'SlotSubmissionsKey.m.1.2 is a string (holding "not a number"), '
+        "INCRBY needs an integer string"
+    ]
+    assert sorted(await user_keys(client)) == ["SlotSubmissionsKey.m.1.2"]
+
+    await client.set("SlotSubmissionsKey.m.1.2", "10")
+    assert await executor.commit(1, 3, effects, b"s") is True
     assert await client.get("SlotSubmissionsKey.m.1.1") == b"3"
     assert 590 <= await client.ttl("SlotSubmissionsKey.m.1.1") <= 600
+    assert await client.get("SlotSubmissionsKey.m.1.2") == b"11"
     assert await client.get("SlotSubmissionsKey.m.1.3") == b"4"  # order kept around the DEL
     assert await client.lrange("q", 0, -1) == [b"between"]
+
+
+async def test_flushall_is_reported_as_lost_data_not_another_writer(redis_backend: Any) -> None:
+    """It used to raise ConcurrentWriterError ("another writer") at the next commit."""
+    client = redis_backend.client()
+    executor = RedisExecutor(client, NS)
+    await executor.load()
+    assert await executor.commit(1, 41, [ListPush("q", "x")], b"s1")
+    await client.flushall()
+
+    with pytest.raises(RedisDataLost, match=r"checkpoint \(seq 1, block 41\) and the state vani"):
+        await executor.commit(2, 42, [ListPush("q", "y")], b"s2")
+    assert await client.keys("*") == []  # nothing written on the empty store
+    # The cache is dropped, but the executor still knows a checkpoint existed.
+    with pytest.raises(RedisDataLost, match="Redis lost data"):
+        await executor.commit(2, 42, [ListPush("q", "y")], b"s2")
+    assert await client.keys("*") == []
+
+
+async def test_lost_checkpoint_after_load_is_reported(redis_backend: Any) -> None:
+    client = redis_backend.client()
+    assert await RedisExecutor(client, NS).commit(1, 9, [], b"s1")
+    restarted = RedisExecutor(redis_backend.client(), NS)
+    assert await restarted.load() == (b"s1", Checkpoint(1, 9))
+    await client.delete(KEYS.checkpoint)  # e.g. evicted
+
+    with pytest.raises(RedisDataLost, match="vanished \\(the state is still there\\)") as info:
+        await restarted.commit(2, 10, [ListPush("q", "y")], b"s2")
+    assert info.value.expected == Checkpoint(1, 9) and not info.value.state_gone
+    assert await client.exists("q") == 0
+    assert not isinstance(info.value, ConcurrentWriterError)
+
+
+async def test_ttl_or_amount_redis_would_refuse_sends_nothing(redis_backend: Any) -> None:
+    client, trips = redis_backend.counting_client()
+    executor = RedisExecutor(client, NS)
+    await executor.load()
+    trips.reset()
+    for bad in (-5, 10**13):
+        with pytest.raises(ValueError, match=f"effect on k: ttl_s={bad}"):
+            await executor.commit(1, 1, [ListPush("q", "x"), SetValue("k", "v", bad)], b"s")
+    for amount in (2**63, -(2**63) - 1):
+        with pytest.raises(ValueError, match=f"effect on n: INCRBY amount {amount} is outside"):
+            await executor.commit(1, 1, [IncrementBy("n", amount)], b"s")
+    assert trips.count == 0
+    assert await executor.commit(1, 1, [SetValue("k", "v", 10**12)], b"s")
 
 
 async def test_decoding_client_is_refused() -> None:
@@ -333,3 +418,22 @@ async def test_decoding_client_is_refused() -> None:
 def test_checkpoint_record_decodes_as_checkpoint() -> None:
     raw = b'{"seq":3,"block":9,"outbox_next":12}'
     assert msgspec.json.decode(raw, type=Checkpoint) == Checkpoint(3, 9)
+
+
+@pytest.mark.redis
+async def test_out_of_memory_refuses_the_commit_before_any_write(redis_url: str) -> None:
+    """Redis decides OOM when a script starts and refuses its first write: nothing lands."""
+    client = aioredis.Redis.from_url(redis_url)
+    executor = RedisExecutor(client, NS)
+    assert await executor.commit(1, 1, [ListPush("q", "a")], b"s1")
+    before = {k: await client.dump(k) for k in await client.keys("*")}
+    await client.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(ResponseError, match="command not allowed when used memory"):
+            await executor.commit(2, 2, [ListPush("q", "b"), IncrementBy("n", 1)], b"s2")
+        assert {k: await client.dump(k) for k in await client.keys("*")} == before
+    finally:
+        await client.config_set("maxmemory", "0")
+    assert await executor.commit(2, 2, [ListPush("q", "b"), IncrementBy("n", 1)], b"s2")
+    assert await client.lrange("q", 0, -1) == [b"b", b"a"]
+    await client.aclose()
