@@ -2,7 +2,7 @@
 
 10,000 submission keys over 1,000 projects and 500 slots, spread over the sets of a window
 of 10 block hashes. seqcollector: one pipelined read of the sets, the core's batching, one
-commit (WATCH + MULTI/EXEC). Baseline, in the same run on the same server: what the Go
+commit (one EVALSHA of the commit script). Baseline, in the same run on the same server: what the Go
 collector does, a round trip per block hash, per set, per submission INCR, per batch push.
 """
 

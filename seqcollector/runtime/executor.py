@@ -255,13 +255,6 @@ class RedisExecutor:
             self._cached = None  # outcome unknown (or another writer): read it next time
             raise
 
-    async def read_submission_sets(self, keys: Sequence[str]) -> list[str]:
-        """The union of the sets at `keys` (one SUNION, one round trip) -> sorted, as str."""
-        if not keys:
-            return []
-        members: set[bytes | str] = await self._redis.sunion(list(keys))
-        return sorted(_as_str(m) for m in members)
-
     async def _read_checkpoint(self, seq: int, block: int | None) -> _CachedCheckpoint:
         """The stored checkpoint (one round trip); raises if it vanished since this executor
         last saw one, or if the key holds another type."""

@@ -199,22 +199,6 @@ async def test_commit_without_load_costs_two_round_trips(redis_backend: Any) -> 
     assert trips.count == 1
 
 
-async def test_read_submission_sets_is_one_round_trip(redis_backend: Any) -> None:
-    client, trips = redis_backend.counting_client()
-    keys = [f"SnapshotCollector.0xabc.7.0x{h:064x}" for h in range(50)]
-    for i, key in enumerate(keys):
-        await client.sadd(key, f"0xabc.7.project{i % 7}.{i % 11}", "0xabc.7.shared.1")
-    executor = RedisExecutor(client, NS)
-    members = {f"0xabc.7.project{i % 7}.{i % 11}" for i in range(50)} | {"0xabc.7.shared.1"}
-    trips.reset()
-
-    union = await executor.read_submission_sets([*keys, "SnapshotCollector.missing"])
-    assert union == sorted(members)
-    assert trips.count == 1
-    assert await executor.read_submission_sets([]) == []
-    assert trips.count == 1
-
-
 def around_script(
     executor: RedisExecutor,
     before: Callable[[], Awaitable[object]] | None = None,

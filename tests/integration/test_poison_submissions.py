@@ -311,3 +311,19 @@ async def test_a_damaged_stored_state_stops_the_start_with_a_message(redis_backe
     pipeline = Pipeline(executor, world.core_config())
     with pytest.raises(ResumeError, match="'damaged': the stored core state cannot be read"):
         await pipeline.open()
+
+
+async def test_a_clean_window_is_read_in_one_round_trip(redis_backend: Any) -> None:
+    client, trips = redis_backend.counting_client()
+    keys = [f"SnapshotCollector.{MARKET}.7.0x{h:064x}" for h in range(50)]
+    for i, key in enumerate(keys):
+        await client.sadd(key, f"{MARKET}.7.project{i % 7}.{i % 11}", f"{MARKET}.7.shared.1")
+    members = {f"{MARKET}.7.project{i % 7}.{i % 11}" for i in range(50)} | {f"{MARKET}.7.shared.1"}
+    reader = SubmissionSetReader(client)
+    trips.reset()
+    missing = f"SnapshotCollector.{MARKET}.7.0x{99:064x}"
+    answer = await reader.answer(QuerySubmissionSets(1, MARKET, 7, [*keys, missing]))
+    assert answer.members == sorted(members) and answer.skipped == []
+    assert trips.count == 1
+    assert (await reader.answer(QuerySubmissionSets(2, MARKET, 7, []))).members == []
+    assert trips.count == 1
