@@ -52,12 +52,21 @@ def level(number: int) -> int:
     return min((number & -number).bit_length() - 1, _LEVELS)
 
 
+_TOP_BIT = 1 << _LEVELS  # the lowest set bit of block 0, as it were
+
+
 def push_anchor(anchors: list[BlockRef], ref: BlockRef) -> None:
     """Add the newest processed block to `anchors` (oldest first): it replaces every newer
-    anchor of a level it covers, so levels strictly decrease towards the newest."""
-    lvl = level(ref.number)
-    while anchors and (anchors[-1].number >= ref.number or level(anchors[-1].number) <= lvl):
-        anchors.pop()
+    anchor of a level it covers, so levels strictly decrease towards the newest. (Levels
+    compare as lowest set bits: a per-block cost of a few tenths of a microsecond.)"""
+    n = ref.number
+    low = n & -n if n > 0 else _TOP_BIT
+    while anchors:
+        top = anchors[-1].number
+        if top >= n or (top & -top if top > 0 else _TOP_BIT) <= low:
+            anchors.pop()
+        else:
+            break
     anchors.append(ref)
 
 
