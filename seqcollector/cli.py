@@ -1,14 +1,25 @@
-"""The `seqcollector` command: entry points only, no business rules (those live in core)."""
+"""The `seqcollector` command: entry points only, no business rules (those live in core).
+
+Every failure of a command is one line on stderr, `error: <what failed and what to do>`,
+never a traceback: an `OperatorError` with its exit code (2 for a setting or input to fix,
+1 for an unreachable dependency), a usage error with click's code (2), and anything
+unexpected as `internal error: <type>: <message>; the log has the traceback` (exit 1), the
+traceback going to the structured log.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, NoReturn, TypeVar, cast
 
 import anyio
 import click
-from redis.exceptions import ConnectionError as RedisConnectionError
+import structlog
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -19,12 +30,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-from seqcollector.journal import JournalError, read_header
+from seqcollector.errors import EXIT_DEPENDENCY, EXIT_SETTINGS, OperatorError
+from seqcollector.journal import read_header
 
 err = Console(stderr=True)
+log = structlog.get_logger("seqcollector.cli")
 
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = EXIT_SETTINGS
+F = TypeVar("F", bound=Callable[..., Any])
 
 config_option = click.option(
     "--config",
@@ -35,12 +50,97 @@ config_option = click.option(
 )
 
 
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+def _fail(message: str, code: int = 1) -> NoReturn:
+    line = " ".join(message.split())
+    err.print(Text.assemble(("error:", "bold red"), " ", line), highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
-@click.group()
+def _leaf(exc: BaseException) -> BaseException:
+    """The failure an exception group stands for: its first OperatorError, else its first
+    leaf that is not a cancellation."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [exc]
+    while stack:
+        item = stack.pop(0)
+        if isinstance(item, BaseExceptionGroup):
+            stack[0:0] = list(item.exceptions)
+        else:
+            leaves.append(item)
+    cancelled = asyncio.CancelledError  # the commands run on anyio's asyncio backend
+    for leaf in leaves:
+        if isinstance(leaf, OperatorError):
+            return leaf
+    return next((leaf for leaf in leaves if not isinstance(leaf, cancelled)), leaves[0])
+
+
+def report_failure(exc: BaseException) -> NoReturn:
+    """Print `exc` as the one line of a failed command and exit with its code."""
+    from seqcollector.runtime.pipeline import ResumeError
+    from seqcollector.runtime.replay import ReplayConflict
+
+    leaf = _leaf(exc)
+    if isinstance(leaf, SystemExit):
+        raise leaf
+    if isinstance(leaf, OperatorError):
+        _fail(str(leaf), leaf.exit_code)
+    if isinstance(leaf, ResumeError | ReplayConflict):
+        _fail(str(leaf), EXIT_SETTINGS)
+    if isinstance(leaf, KeyboardInterrupt):
+        _fail("interrupted", 130)
+    if isinstance(leaf, RedisError):
+        _fail(
+            f"Redis: {type(leaf).__name__}: {leaf}; check that Redis is up and answering",
+            EXIT_DEPENDENCY,
+        )
+    log.error("internal_error", exc_info=leaf)
+    text = " ".join(str(leaf).split())[:300]
+    _fail(
+        f"internal error: {type(leaf).__name__}: {text}; the log has the traceback",
+        EXIT_DEPENDENCY,
+    )
+
+
+def one_line_errors(fn: F) -> F:
+    """Run a command; any failure ends it with one line (`report_failure`)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SystemExit:
+            raise
+        except BaseException as exc:  # every failure becomes one line
+            report_failure(exc)
+
+    return cast(F, wrapper)
+
+
+class OneLineGroup(click.Group):
+    """Usage errors as one line too (click prints the usage and a hint over several)."""
+
+    def main(self, args: Sequence[str] | None = None, *a: Any, **kw: Any) -> Any:
+        kw["standalone_mode"] = False
+        try:
+            return super().main(args, *a, **kw)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            hint = ""
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                hint = f" (see `{ctx.command_path} --help`)"
+            _fail(f"{exc.format_message()}{hint}", exc.exit_code)
+        except click.Abort:
+            _fail("aborted", EXIT_DEPENDENCY)
+
+
+@click.group(cls=OneLineGroup)
 @click.version_option(package_name="seqcollector")
 def main() -> None:
     """seqcollector: a replayable Event Collector for a submission sequencer."""
@@ -63,6 +163,7 @@ def main() -> None:
 )
 @click.option("--resume", is_flag=True, help="Continue a replay the store already holds.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+@one_line_errors
 def replay(
     journal: Path,
     redis_url: str | None,
@@ -72,17 +173,20 @@ def replay(
     quiet: bool,
 ) -> None:
     """Feed JOURNAL through the core and executor; the last line is `digest <sha256>`."""
+    from seqcollector.config import mask_url, redis_url_option, setting_from_env
     from seqcollector.runtime.executor import embedded_redis, redis_client
-    from seqcollector.runtime.replay import ReplayConflict, replay_journal
+    from seqcollector.runtime.replay import replay_journal
+    from seqcollector.runtime.startup import StartupRetry, check_redis
 
     if not journal.is_file():
         _fail(
             f"journal {journal} does not exist: give the path of a .jsonl journal", EXIT_BAD_INPUT
         )
-    try:
-        read_header(journal)
-    except JournalError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT)
+    read_header(journal)  # JournalError: one line naming the file, line and field
+    if redis_url is not None:
+        redis_url = redis_url_option(redis_url, "--redis")
+        retry = StartupRetry(setting_from_env("SEQ_STARTUP_TIMEOUT_S"))
+        anyio.run(check_redis, redis_url, mask_url(redis_url), "--redis", retry)
     total = journal.stat().st_size
 
     async def go(out: IO[bytes] | None) -> None:
@@ -93,7 +197,7 @@ def replay(
             DownloadColumn(),
             TimeRemainingColumn(),
             console=err,
-            disable=quiet,
+            disable=quiet or not err.is_terminal,  # no bar in a log: stderr is for errors
             transient=False,
         )
         try:
@@ -108,14 +212,12 @@ def replay(
                     on_progress=lambda done: progress.update(task, completed=done),
                 )
                 progress.update(task, completed=total)
-        except ReplayConflict as exc:
-            _fail(str(exc), EXIT_BAD_INPUT)
-        except JournalError as exc:
-            _fail(str(exc), EXIT_BAD_INPUT)
-        except RedisConnectionError as exc:
+        except RedisError as exc:
+            shown = mask_url(redis_url or "")
             _fail(
-                f"cannot reach Redis at {redis_url}: {exc}; start it, or omit --redis "
-                "to replay into the embedded store"
+                f"Redis at {shown}: {type(exc).__name__}: {exc}; start it, or omit --redis "
+                "to replay into the embedded store",
+                EXIT_DEPENDENCY,
             )
         finally:
             await client.aclose()
@@ -156,30 +258,14 @@ def _print_summary(inputs: int, effects: int, commits: int, counters: dict[str, 
     show_default=True,
     help="Key prefix of the collector's own state, checkpoint and outbox.",
 )
+@one_line_errors
 def run(config_path: str | None, record: Path | None, namespace: str) -> None:
     """Follow the chain and collect (the Go collector's job), until SIGINT/SIGTERM."""
-    from seqcollector.config import ConfigError, load_settings
+    from seqcollector.config import load_settings
     from seqcollector.runtime.live import run_live
-    from seqcollector.runtime.pipeline import ResumeError
-    from seqcollector.runtime.startup import StartupError
 
-    try:
-        settings = load_settings(config_path).require_chain()
-        if not settings.rpc_nodes:
-            raise ConfigError("RPC_NODES", "no RPC endpoint (set RPC_NODES or PROST_RPC_URL)")
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT)
-    try:
-        digest = anyio.run(run_live, settings, namespace, record, err)
-    except (ResumeError, JournalError) as exc:
-        _fail(str(exc), EXIT_BAD_INPUT)
-    except StartupError as exc:
-        _fail(str(exc))
-    except RedisConnectionError as exc:
-        _fail(
-            f"cannot reach Redis at {settings.redis_url()}: {exc}; start it or fix "
-            "REDIS_HOST/REDIS_PORT/SEQ_REDIS_URL"
-        )
+    settings = load_settings(config_path).require_run()
+    digest = anyio.run(run_live, settings, namespace, record, err)
     if digest is not None:
         click.echo(f"digest {digest}")
 
@@ -217,6 +303,7 @@ def run(config_path: str | None, record: Path | None, namespace: str) -> None:
     default=None,
     help="Output folder; default: out/sim-<seed>.",
 )
+@one_line_errors
 def sim(
     seed: int,
     epochs: int,
@@ -233,6 +320,8 @@ def sim(
     Writes OUT/journal.jsonl, OUT/effects.jsonl, OUT/report.html and OUT/sim.log; the last
     line is `digest <sha256>` (what `seqcollector replay OUT/journal.jsonl` prints too).
     """
+    from seqcollector.config import mask_url, redis_url_option, setting_from_env
+    from seqcollector.runtime.startup import StartupRetry, check_redis
     from sim.faults import FaultSpecError, parse_faults
     from sim.harness import SimFailed, SimSpec, run_simulation
     from sim.report import summary_table
@@ -241,6 +330,10 @@ def sim(
         faults = parse_faults(faults_spec)
     except FaultSpecError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
+    if redis_url is not None:
+        redis_url = redis_url_option(redis_url, "--redis")
+        retry = StartupRetry(setting_from_env("SEQ_STARTUP_TIMEOUT_S"))
+        anyio.run(check_redis, redis_url, mask_url(redis_url), "--redis", retry)
     out = out_dir or Path("out") / f"sim-{seed}"
     out.mkdir(parents=True, exist_ok=True)
     log_file = (out / "sim.log").open("a")
@@ -303,21 +396,29 @@ def _log_to(file: IO[str]) -> None:
 
 @main.command("check-config")
 @config_option
-def check_config(config_path: str | None) -> None:
-    """Print the effective configuration (secrets masked); exit 2 on an invalid setting."""
-    from seqcollector.config import ConfigError, describe_settings, load_settings
+@click.option(
+    "--connect",
+    is_flag=True,
+    help="Also check Redis (PING, the database), every RPC node and the contract.",
+)
+@one_line_errors
+def check_config(config_path: str | None, connect: bool) -> None:
+    """Print the effective configuration (secrets masked); refuse (exit 2) what `run` would
+    refuse. With --connect, check each dependency too (exit 1 if one fails)."""
+    from seqcollector.config import describe_settings, load_settings
+    from seqcollector.runtime.startup import check_connections
 
-    try:
-        settings = load_settings(config_path)
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT)
+    settings = load_settings(config_path).require_run()
     table = Table(title="effective configuration")
     table.add_column("setting")
     table.add_column("value")
     table.add_column("from")
     for name, value, source in describe_settings(settings):
         table.add_row(name, value, source)
-    Console().print(table)
+    out = Console(soft_wrap=True, highlight=False)
+    out.print(table)
+    if connect:
+        anyio.run(check_connections, settings, lambda line: out.print(Text(f"ok  {line}")))
 
 
 @main.command()

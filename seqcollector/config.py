@@ -38,7 +38,8 @@ import msgspec
 import msgspec.yaml
 
 from seqcollector.core.addresses import checksum, lower_address
-from seqcollector.core.config import CoreConfig
+from seqcollector.core.config import RANGES, YEAR_S, CoreConfig
+from seqcollector.errors import SettingsError
 
 __all__ = [
     "ConfigError",
@@ -50,11 +51,14 @@ __all__ = [
     "describe_settings",
     "load_settings",
     "mask_secret",
+    "mask_url",
+    "redis_url_option",
+    "setting_from_env",
 ]
 
 
-class ConfigError(Exception):
-    """An invalid setting. ``str()`` is one line: ``<SETTING>: <problem>``."""
+class ConfigError(SettingsError):
+    """An invalid setting. ``str()`` is one line: ``<SETTING>: <problem>`` (exit code 2)."""
 
     def __init__(self, setting: str, problem: str) -> None:
         self.setting = setting
@@ -152,6 +156,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     redis_url_override: str = ""  # SEQ_REDIS_URL / yaml `redis_url`; see redis_url()
     api_port: int = 8080
     slot_submissions_ttl_s: int = 7 * 24 * 3600
+    # How long `run`/`replay`/`check-config --connect` retry an unreachable Redis, RPC node
+    # or contract at start before giving up with one line (0: one attempt).
+    startup_timeout_s: float = 60.0
     # Seed section 9.1 groups
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     worker_pool: WorkerPool = msgspec.field(default_factory=WorkerPool)
@@ -197,17 +204,31 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError("DATA_MARKET_ADDRESSES", "must list at least one data market")
         return self
 
+    def require_run(self) -> Settings:
+        """Raise ConfigError unless `run` can start with these settings; return self.
+
+        The chain side, an RPC node, and a core configuration the core accepts.
+        `check-config` applies the same rule, so it refuses what `run` refuses.
+        """
+        self.core_config()
+        if not self.rpc_nodes:
+            raise ConfigError("RPC_NODES", "no RPC endpoint (set RPC_NODES or PROST_RPC_URL)")
+        return self
+
     def core_config(self) -> CoreConfig:
         """The part of the configuration the core depends on (requires the chain side)."""
         self.require_chain()
-        return CoreConfig(
-            protocol_state=self.protocol_state_contract,
-            markets=list(self.data_market_addresses),
-            batch_size=self.batch_size,
-            max_reorg_depth=self.max_reorg_depth,
-            attestor_queue_push_enabled=self.attestor_queue_push_enabled,
-            slot_submissions_ttl_s=self.slot_submissions_ttl_s,
-        )
+        try:
+            return CoreConfig(
+                protocol_state=self.protocol_state_contract,
+                markets=list(self.data_market_addresses),
+                batch_size=self.batch_size,
+                max_reorg_depth=self.max_reorg_depth,
+                attestor_queue_push_enabled=self.attestor_queue_push_enabled,
+                slot_submissions_ttl_s=self.slot_submissions_ttl_s,
+            )
+        except ValueError as exc:  # only hand-built Settings get here: load_settings checks
+            raise ConfigError("core configuration", str(exc)) from None
 
 
 _GROUPS: Final[dict[str, type[msgspec.Struct]]] = {
@@ -228,6 +249,11 @@ def mask_secret(text: str) -> str:
     if not text:
         return ""
     return "***" if len(text) < 8 else f"{text[:2]}****"
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password, query values and key-like path segments hidden."""
+    return _mask_url(url)
 
 
 def _mask_url(url: str, *, mask_path: bool = False) -> str:
@@ -324,10 +350,8 @@ def _as_number(raw: object, *, units: bool) -> float:
     return value
 
 
-def _in_range(n: int, lo: int | None, hi: int | None) -> int:
-    if hi is None and lo is not None and n < lo:
-        raise _Invalid(f"must be >= {lo}, got {n}")
-    if hi is not None and lo is not None and not lo <= n <= hi:
+def _in_range(n: int, lo: int, hi: int) -> int:
+    if not lo <= n <= hi:
         raise _Invalid(f"must be between {lo} and {hi}, got {n}")
     return n
 
@@ -361,22 +385,31 @@ class _Kind:
 
 @dataclass(frozen=True)
 class _Int(_Kind):
-    lo: int | None = None
-    hi: int | None = None
+    lo: int
+    hi: int
 
     def parse(self, raw: object) -> int:
         return _in_range(_as_int(raw), self.lo, self.hi)
 
 
+DAY_S: Final = 24 * 3600.0
+MAX_BLOCK: Final = 2**62  # block numbers: what a journal (msgpack int64) holds
+
+
 @dataclass(frozen=True)
 class _Seconds(_Kind):
-    allow_zero: bool = False
+    """A duration, by default 10 ms to a day (a deadline shorter than a round trip on
+    loopback can never be met; one longer than a day is a typo)."""
+
+    lo: float = 0.01
+    hi: float = DAY_S
 
     def parse(self, raw: object) -> float:
         value = _as_number(raw, units=True)
-        if value < 0 or (value == 0 and not self.allow_zero):
+        if not self.lo <= value <= self.hi:
             raise _Invalid(
-                f"must be {'>=' if self.allow_zero else '>'} 0 seconds, got {_plain(value)}"
+                f"must be between {_plain(self.lo)} and {_plain(self.hi)} seconds "
+                f"(e.g. 30, 2.5, 500ms, 1m), got {_plain(value)}"
             )
         return value
 
@@ -508,7 +541,7 @@ class _StartBlock(_Kind):
     def parse(self, raw: object) -> int | None:
         if isinstance(raw, str) and raw.strip().lower() in ("head", "latest"):
             return None
-        return _in_range(_as_int(raw), 0, None)
+        return _in_range(_as_int(raw), 0, MAX_BLOCK)
 
     def show(self, value: Any) -> str:
         return "head" if value is None else str(value)
@@ -519,7 +552,7 @@ class _PoolSize(_Kind):
     def parse(self, raw: object) -> int:
         if isinstance(raw, str) and raw.strip().lower() in ("gomaxprocs", "auto"):
             return _cpu_count()
-        return _in_range(_as_int(raw), 1, None)
+        return _in_range(_as_int(raw), 1, 1024)
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,38 +582,41 @@ _SPECS: Final[tuple[_Spec, ...]] = (
     # The Go collector's environment: same names, same meaning.
     _Spec("RPC_NODES", "rpc_nodes", _UrlList(_RPC)),  # empty: falls back to PROST_RPC_URL
     _Spec("ARCHIVE_RPC_NODES", "archive_rpc_nodes", _UrlList(_RPC)),
-    _Spec("RPC_MAX_RETRIES", "rpc_max_retries", _Int(0)),
-    _Spec("RPC_RETRY_DELAY_MS", "rpc_retry_delay_ms", _Int(0)),
-    _Spec("RPC_MAX_RETRY_DELAY_S", "rpc_max_retry_delay_s", _Seconds(allow_zero=True)),
+    _Spec("RPC_MAX_RETRIES", "rpc_max_retries", _Int(0, 100)),
+    _Spec("RPC_RETRY_DELAY_MS", "rpc_retry_delay_ms", _Int(0, 600_000)),
+    _Spec("RPC_MAX_RETRY_DELAY_S", "rpc_max_retry_delay_s", _Seconds(lo=0)),
     _Spec("RPC_REQUEST_TIMEOUT_S", "rpc_request_timeout_s", _Seconds()),
     _Spec("PROTOCOL_STATE_CONTRACT", "protocol_state_contract", _Address()),
     _Spec("DATA_MARKET_ADDRESSES", "data_market_addresses", _AddressList()),
     _Spec("REDIS_HOST", "redis_host", _Text()),
     _Spec("REDIS_PORT", "redis_port", _Int(1, 65535)),
-    _Spec("REDIS_DB", "redis_db", _Int(0)),
+    _Spec("REDIS_DB", "redis_db", _Int(0, 1_000_000)),  # the server checks its own count
     _Spec("AUTH_READ_TOKEN", "auth_read_token", _Text(secret=True)),
     _Spec("SLACK_REPORTING_URL", "slack_reporting_url", _Url(_HTTP, mask_path=True)),
     _Spec("TX_RELAYER_URL", "tx_relayer_url", _Url(_HTTP)),
     _Spec("TX_RELAYER_AUTH_WRITE_TOKEN", "tx_relayer_auth_write_token", _Text(secret=True)),
-    _Spec("BATCH_SIZE", "batch_size", _Int(1)),
-    _Spec("REWARDS_UPDATE_BATCH_SIZE", "rewards_update_batch_size", _Int(1)),
-    _Spec("REWARDS_UPDATE_EPOCH_INTERVAL", "rewards_update_epoch_interval", _Int(1)),
-    _Spec("BLOCK_TIME", "block_time", _Seconds()),
+    _Spec("BATCH_SIZE", "batch_size", _Int(*RANGES["batch_size"])),
+    _Spec("REWARDS_UPDATE_BATCH_SIZE", "rewards_update_batch_size", _Int(1, 100_000)),
+    _Spec("REWARDS_UPDATE_EPOCH_INTERVAL", "rewards_update_epoch_interval", _Int(1, 1_000_000)),
+    _Spec("BLOCK_TIME", "block_time", _Seconds(hi=3600)),
     _Spec("HTTP_TIMEOUT", "http_timeout", _Seconds()),
-    _Spec("PAST_DAYS_BUFFER", "past_days_buffer", _Int(0)),
-    _Spec("RETRY_LIMITS", "retry_limits", _Int(1)),  # attempts; 0 would never try
+    _Spec("PAST_DAYS_BUFFER", "past_days_buffer", _Int(0, 10_000)),
+    _Spec("RETRY_LIMITS", "retry_limits", _Int(1, 1_000)),  # attempts; 0 would never try
     _Spec("CONTRACT_QUERY_TIMEOUT", "contract_query_timeout", _Seconds()),
     _Spec("PERIODIC_ELIGIBLE_COUNT_ALERTS", "periodic_eligible_count_alerts", _Bool()),
     _Spec("ATTESTOR_QUEUE_PUSH_ENABLED", "attestor_queue_push_enabled", _Bool()),
     _Spec("INIT_CLEANUP_ENABLED", "init_cleanup_enabled", _Bool()),
-    _Spec("CONCURRENT_SUBMISSION_COUNT_UPDATES", "concurrent_submission_count_updates", _Int(1)),
+    _Spec("CONCURRENT_SUBMISSION_COUNT_UPDATES", "concurrent_submission_count_updates",
+          _Int(1, 10_000)),
     # seqcollector's own.
-    _Spec("SEQ_CONFIRMATIONS", "confirmations", _Int(0)),
-    _Spec("SEQ_MAX_REORG_DEPTH", "max_reorg_depth", _Int(1)),
+    _Spec("SEQ_CONFIRMATIONS", "confirmations", _Int(0, 10_000)),
+    _Spec("SEQ_MAX_REORG_DEPTH", "max_reorg_depth", _Int(*RANGES["max_reorg_depth"])),
     _Spec("SEQ_START_BLOCK", "start_block", _StartBlock()),
     _Spec("SEQ_REDIS_URL", "redis_url", _Url(_REDIS), attr="redis_url_override"),
     _Spec("SEQ_API_PORT", "api_port", _Int(0, 65535)),
-    _Spec("SEQ_SLOT_SUBMISSIONS_TTL_S", "slot_submissions_ttl_s", _Int(1)),
+    _Spec("SEQ_SLOT_SUBMISSIONS_TTL_S", "slot_submissions_ttl_s",
+          _Int(*RANGES["slot_submissions_ttl_s"])),
+    _Spec("SEQ_STARTUP_TIMEOUT_S", "startup_timeout_s", _Seconds(lo=0)),
     # Seed section 9.1. The Go names win where a timeout already had one.
     _Spec("EVENT_PROCESSING_TIMEOUT", "timeouts.event_processing", _Seconds(),
           aliases=("TIMEOUT_EVENT_PROCESSING",)),
@@ -599,7 +635,8 @@ _SPECS: Final[tuple[_Spec, ...]] = (
     _Spec("FEATURE_METRICS_ENABLED", "features.metrics_enabled", _Bool()),
     _Spec("MONITORING_ERROR_RATE_THRESHOLD", "monitoring.error_rate_threshold", _Fraction()),
     _Spec("MONITORING_HEALTH_CHECK_INTERVAL", "monitoring.health_check_interval", _Seconds()),
-    _Spec("MONITORING_METRICS_RETENTION", "monitoring.metrics_retention", _Seconds()),
+    _Spec("MONITORING_METRICS_RETENTION", "monitoring.metrics_retention",
+          _Seconds(lo=1, hi=10 * YEAR_S)),
 )  # fmt: skip
 
 _LEGACY_RPC_URL: Final = "PROST_RPC_URL"
@@ -717,6 +754,27 @@ def load_settings(
     for name, cls in _GROUPS.items():
         top[name] = cls(**groups[name])
     return Settings(**top, sources=tuple(sorted(sources.items())))
+
+
+def setting_from_env(env_name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One setting from the environment alone (its default when unset), for the commands
+    that take no configuration file (`replay`, `sim`). Raises ConfigError naming it."""
+    spec = next(s for s in _SPECS if s.env == env_name)
+    value, source = _resolve(spec, {}, os.environ if environ is None else environ, None)
+    if source != "default":
+        return value
+    node: Any = Settings()
+    for part in spec.path:
+        node = getattr(node, part)
+    return node
+
+
+def redis_url_option(url: str, option: str) -> str:
+    """A Redis URL given on the command line (`--redis`), checked like SEQ_REDIS_URL."""
+    parsed = _parse(_Url(_REDIS), option, url)
+    if not parsed:
+        raise ConfigError(option, "is empty: give a redis://, rediss:// or unix:// URL")
+    return str(parsed)
 
 
 def describe_settings(settings: Settings) -> list[tuple[str, str, str]]:

@@ -17,6 +17,7 @@ import msgspec
 from seqcollector.core.config import CoreConfig
 from seqcollector.core.effects import Effect
 from seqcollector.core.inputs import Input
+from seqcollector.errors import SettingsError
 
 FORMAT = "seqcollector-journal"
 VERSION = 1
@@ -29,8 +30,8 @@ class JournalHeader(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     meta: dict[str, str] = {}
 
 
-class JournalError(Exception):
-    """A journal that cannot be read; the message names the file and line."""
+class JournalError(SettingsError):
+    """A journal that cannot be read; the message names the file and line (exit code 2)."""
 
 
 _encoder = msgspec.json.Encoder()
@@ -82,8 +83,12 @@ class JournalWriter:
 
 
 def read_header(path: str | Path) -> JournalHeader:
-    with Path(path).open("rb") as f:
-        return _parse_header(path, f.readline())
+    try:
+        with Path(path).open("rb") as f:
+            line = f.readline()
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot read the journal: {exc.strerror or exc}") from None
+    return _parse_header(path, line)
 
 
 def _parse_header(path: str | Path, line: bytes) -> JournalHeader:
@@ -92,7 +97,9 @@ def _parse_header(path: str | Path, line: bytes) -> JournalHeader:
     try:
         header = _header_decoder.decode(line)
     except msgspec.ValidationError as exc:
-        raise JournalError(f"{path}:1: bad journal header: {exc}") from None
+        raise JournalError(
+            f"{path}:1: bad journal header: {exc}; fix the header line or regenerate the journal"
+        ) from None
     except msgspec.DecodeError as exc:
         raise JournalError(f"{path}:1: header is not JSON: {exc}") from None
     if header.format != FORMAT or header.version != VERSION:

@@ -1,34 +1,117 @@
 """`seqcollector run`: a live collector assembled from the settings.
 
 RPC pool -> chain follower -> collector (pipeline, executor) + outbox dispatcher. The first
-start begins at SEQ_START_BLOCK (default: the chain head); every later start resumes from the
-checkpoint, with the recent block hashes the core holds, so reorgs across a restart are seen.
+start begins at SEQ_START_BLOCK (default: the confirmed chain head); every later start
+resumes from the checkpoint, with the recent block hashes the core holds, so reorgs across a
+restart are seen.
+
+Start-up (`runtime.startup`): Redis (PING, its database), the RPC nodes and the contract are
+retried for SEQ_STARTUP_TIMEOUT_S, then one line. The block where processing starts is
+computed once (`first_block`) and given to the follower; the market parameters are read as of
+the block before it (ARCHIVE_RPC_NODES when configured, else RPC_NODES), so each epoch is
+counted into the day the chain had.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 
 import anyio
 import structlog
+from redis.exceptions import RedisError
 from rich.console import Console
 from web3.providers.async_base import AsyncBaseProvider
 
-from seqcollector.config import Settings
+from seqcollector.config import Settings, mask_url
 from seqcollector.core.history import anchor_refs
+from seqcollector.errors import DependencyError
 from seqcollector.runtime.collector import Collector
 from seqcollector.runtime.executor import RedisExecutor, redis_client
 from seqcollector.runtime.failures import FailureReporter
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.progress import CatchUpProgress
-from seqcollector.runtime.startup import check_contract, read_market_params
+from seqcollector.runtime.startup import (
+    StartupRetry,
+    check_contract,
+    check_markets,
+    check_redis,
+    describe_failure,
+    read_market_params,
+    with_retries,
+)
 from seqcollector.runtime.workers import WorkerPool
 from seqcollector.sources.follower import ChainFollower
 from seqcollector.sources.rpc import RpcPool
 
 log = structlog.get_logger(__name__)
+
+
+def first_block(
+    last_known: int | None, start_block: int | None, head: int, confirmations: int
+) -> int:
+    """Where processing starts: after the core's last block when resuming, else
+    SEQ_START_BLOCK, else the confirmed head (the rule of `ChainFollower`)."""
+    if last_known is not None:
+        return last_known + 1
+    if start_block is not None:
+        return start_block
+    return max(head - confirmations, 0)
+
+
+def params_block(first: int) -> int:
+    """The block whose state the market parameters are read from: the state after block
+    first-1, the one before the first processed (block 0 when starting at 0)."""
+    return max(first - 1, 0)
+
+
+def redis_db_setting(settings: Settings) -> str:
+    return "SEQ_REDIS_URL" if settings.redis_url_override else "REDIS_DB"
+
+
+async def open_pool(
+    stack: AsyncExitStack,
+    setting: str,
+    urls: Sequence[str],
+    request_timeout_s: float,
+    retry: StartupRetry,
+    providers: Sequence[AsyncBaseProvider] = (),
+) -> RpcPool:
+    """An RpcPool entered on `stack`; opening its WebSockets is bounded by the start-up
+    timeout (a node that accepts and never answers)."""
+    pool = RpcPool(urls, request_timeout_s=request_timeout_s, providers=providers)
+    stack.push_async_callback(pool.aclose)
+    budget = max(retry.timeout_s, retry.min_attempt_s)
+    try:
+        with anyio.fail_after(budget):
+            await pool.__aenter__()
+    except TimeoutError:
+        raise DependencyError(
+            f"{setting} ({', '.join(pool.endpoints)}): no answer within {budget:g} s while "
+            f"connecting; check that {setting} point at running nodes"
+        ) from None
+    return pool
+
+
+async def wait_for_block(
+    head: Callable[[], Awaitable[int]], block: int, first: int, poll_s: float
+) -> None:
+    """Wait (logged) until the chain has `block`, whose state the parameters are read from."""
+    last_log = -1e9
+    while (now_head := await head()) < block:
+        now = anyio.current_time()
+        if now - last_log >= 10:
+            last_log = now
+            log.warning(
+                "start_block_beyond_head",
+                start_block=first,
+                chain_head=now_head,
+                waiting_for=block,
+            )
+        await anyio.sleep(poll_s)
 
 
 async def run_live(
@@ -44,25 +127,69 @@ async def run_live(
     """Run until SIGINT/SIGTERM (or `stop_when`); returns the recorded journal's effects
     digest, if recording. `providers` add in-process nodes (eth-tester) to RPC_NODES."""
     config = settings.core_config()
+    retry = StartupRetry(settings.startup_timeout_s)
+    shown = mask_url(settings.redis_url())
+    await check_redis(settings.redis_url(), shown, redis_db_setting(settings), retry)
     redis = redis_client(settings.redis_url())
     reporter = FailureReporter(settings.slack_reporting_url)
-    async with RpcPool(
-        settings.rpc_nodes, request_timeout_s=settings.timeouts.block_fetch, providers=providers
-    ) as pool:
-        await check_contract(pool.request, config.protocol_state)
+    poll_s = min(1.0, max(settings.block_time / 4, 0.05))
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(redis.aclose)
+        timeout = settings.timeouts.block_fetch
+        pool = await open_pool(stack, "RPC_NODES", settings.rpc_nodes, timeout, retry, providers)
+        nodes = f"RPC_NODES ({', '.join(pool.endpoints)})"
+        fix_nodes = "check that RPC_NODES point at a running node of the chain"
+        chain_head = partial(with_retries, nodes, fix_nodes, pool.head, retry)
+        head = await chain_head()
+        await with_retries(
+            nodes, fix_nodes, partial(check_contract, pool.request, config.protocol_state), retry
+        )
         workers = WorkerPool(
             "batch preparation", settings.worker_pool.size, settings.worker_pool.acquisition_timeout
         )
         pipeline = Pipeline(
             RedisExecutor(redis, namespace), config, settings.timeouts, record, workers=workers
         )
-        await pipeline.open()
-        if not settings.attestor_queue_push_enabled:
-            with anyio.fail_after(settings.timeouts.redis_operation):
-                await redis.delete("attestorQueue")  # the Go collector's start-up rule
-        params = await read_market_params(pool.request, config.protocol_state, config.markets)
-        await pipeline.apply(params)
+        try:
+            await pipeline.open()
+            if not settings.attestor_queue_push_enabled:
+                with anyio.fail_after(settings.timeouts.redis_operation):
+                    await redis.delete("attestorQueue")  # the Go collector's start-up rule
+        except (RedisError, TimeoutError) as exc:
+            budget = settings.timeouts.redis_operation
+            raise DependencyError(
+                f"Redis at {shown}: {describe_failure(exc, budget)} (reading the checkpoint, "
+                "TIMEOUT_REDIS_OPERATION); check that Redis is up and answering"
+            ) from None
+        stack.push_async_callback(pipeline.close)
         known = [(b.number, b.hash) for b in pipeline.state.blocks]
+        first = first_block(
+            known[-1][0] if known else None, settings.start_block, head, settings.confirmations
+        )
+        at = params_block(first)
+        await wait_for_block(chain_head, at, first, poll_s)
+        if settings.archive_rpc_nodes:
+            reader = await open_pool(
+                stack, "ARCHIVE_RPC_NODES", settings.archive_rpc_nodes, timeout, retry
+            )
+            readers = f"ARCHIVE_RPC_NODES ({', '.join(reader.endpoints)})"
+        else:
+            reader, readers = pool, nodes
+        fix_readers = f"check that {readers.split()[0]} point at a running node of the chain"
+        await with_retries(
+            readers,
+            fix_readers,
+            partial(check_contract, reader.request, config.protocol_state, at),
+            retry,
+        )
+        params = await with_retries(
+            readers,
+            fix_readers,
+            partial(read_market_params, reader.request, config.protocol_state, config.markets, at),
+            retry,
+        )
+        await check_markets(reader.request, config.protocol_state, params, at)
+        await pipeline.apply(params)
         follower = ChainFollower(
             pool,
             config.protocol_state,
@@ -70,15 +197,18 @@ async def run_live(
             max_reorg_depth=config.max_reorg_depth,
             known=known,
             anchors=[(a.number, a.hash) for a in anchor_refs(pipeline.state)],
-            start_block=settings.start_block,
-            poll_interval_s=min(1.0, max(settings.block_time / 4, 0.05)),
+            start_block=first,
+            poll_interval_s=poll_s,
         )
         log.info(
             "starting",
             namespace=namespace,
             resume_from=known[-1][0] if known else None,
+            first_block=first,
+            params_block=at,
             start_block=settings.start_block,
             markets=list(settings.markets_checksummed),
+            days={p.market: p.day_counter for p in params},
         )
         dispatcher = OutboxDispatcher(
             redis,
@@ -102,7 +232,5 @@ async def run_live(
             try:
                 await collector.run()
             finally:
-                await pipeline.close()
                 await dispatcher.aclose()
-                await redis.aclose()
     return pipeline.digest.hexdigest() if pipeline.digest is not None else None

@@ -36,6 +36,8 @@ class LiveWorld:
         self.address = ""
         self.contract: ProtocolStateClient | None = None
         self.submitted: dict[tuple[str, int], set[str]] = {}
+        self.days: dict[tuple[str, int], int] = {}  # (market, epoch) -> dayCounter at release
+        self.ready_block = 0  # the block after which the contract and its markets are set up
 
     async def deploy(self, epochs_in_a_day: int = 3) -> None:
         self.address = await deploy_protocol_state(self.w3)
@@ -44,11 +46,28 @@ class LiveWorld:
             await self.contract.create_data_market(market)
             await self.contract.set_snapshot_submission_window(market, WINDOW_S)
             await self.contract.set_epochs_in_a_day(market, epochs_in_a_day)
+        self.ready_block = self.head()
+
+    def head(self) -> int:
+        return int(str(rpc(self.anvil.url, "eth_blockNumber")), 16)
 
     async def release(self, market: str) -> int:
         assert self.contract is not None
         await self.contract.release_epoch(market, 1, 2)
-        return (await self.contract.read_market_params(market))["currentEpoch"]
+        params = await self.contract.read_market_params(market)
+        self.days[(market, params["currentEpoch"])] = params["dayCounter"]
+        return params["currentEpoch"]
+
+    def expected_slot_counts(self) -> dict[str, int]:
+        """`SlotSubmissionsKey.<lc>.<day>.<slot>` -> count, from what was submitted and the
+        day the chain had when each epoch was released."""
+        counts: dict[str, int] = {}
+        for (market, epoch), members in self.submitted.items():
+            day = self.days[(market, epoch)]
+            for member in members:
+                key = f"SlotSubmissionsKey.{market}.{day}.{member.rsplit('.', 1)[1]}"
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def head_hash(self) -> str:
         block: Any = rpc(self.anvil.url, "eth_getBlockByNumber", ["latest", False])
@@ -110,6 +129,8 @@ class CollectorProcess:
         extra_env: dict[str, str] | None = None,
         record: Path | None = None,
     ) -> None:
+        # SEQ_START_BLOCK defaults to the block after the set-up: the market parameters are
+        # read as of the block before the first processed, where they must exist.
         self.env = {
             "PATH": os.environ.get("PATH", ""),
             "RPC_NODES": json.dumps(rpc_nodes or [world.anvil.url]),
@@ -120,7 +141,7 @@ class CollectorProcess:
             "TX_RELAYER_AUTH_WRITE_TOKEN": TOKEN,
             "BATCH_SIZE": "2",
             "BLOCK_TIME": "0.2",
-            "SEQ_START_BLOCK": "0",
+            "SEQ_START_BLOCK": str(world.ready_block + 1),
             **(extra_env or {}),
         }
         self.args = [sys.executable, "-m", "seqcollector", "run"]
@@ -130,8 +151,10 @@ class CollectorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> CollectorProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         return self
 
     def kill9(self) -> None:
@@ -153,6 +176,11 @@ class CollectorProcess:
             ) from None
         assert code == 0, f"collector exited with {code}: {self.log()}"
         return time.monotonic() - started
+
+    def wait(self, timeout_s: float = 60.0) -> int:
+        """Wait for the collector to exit by itself -> its exit code."""
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout_s)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

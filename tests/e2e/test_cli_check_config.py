@@ -24,6 +24,8 @@ def test_prints_effective_configuration_with_secrets_masked() -> None:
     proc = check_config(
         {
             "DATA_MARKET_ADDRESSES": f'["{MARKET.upper().replace("0X", "0x")}"]',
+            "PROTOCOL_STATE_CONTRACT": "0x" + "ab" * 20,
+            "RPC_NODES": '["http://127.0.0.1:8545"]',
             "TX_RELAYER_AUTH_WRITE_TOKEN": "supersecretvalue",
             "BATCH_SIZE": "20",
         }

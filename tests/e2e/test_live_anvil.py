@@ -5,6 +5,9 @@ restart; a reorg; a faulty RPC endpoint in front of the node."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -26,8 +29,6 @@ BATCH_SIZE = 2
 
 @pytest.fixture
 def anvil() -> Iterator[Anvil]:
-    import os
-
     try:
         node = Anvil(timestamp=1_800_000_000)
     except AnvilMissing as exc:
@@ -85,7 +86,7 @@ def check_batches(world: LiveWorld, released: list[tuple[str, int]], relayer: Re
 
 
 def check_block_hashes(world: LiveWorld, upto: int) -> None:
-    for n in range(0, upto + 1):
+    for n in range(world.ready_block + 1, upto + 1):  # from SEQ_START_BLOCK
         block = rpc(world.anvil.url, "eth_getBlockByNumber", [hex(n), False])
         assert world.redis.get(f"BlockHashByNumberKey.{n}") == block["hash"], n  # type: ignore[index]
 
@@ -154,6 +155,11 @@ async def test_reorg_converges_to_the_canonical_chain(
 ) -> None:
     collector = CollectorProcess(world, relayer.url, tmp_path / "c.log").start()
     try:
+        world.anvil.mine(2, 1)  # the common ancestor: a block the collector has processed
+        ancestor = world.head()
+        world.wait_for(
+            "ancestor seen", lambda: world.redis.exists(f"BlockHashByNumberKey.{ancestor}") == 1
+        )
         base = world.anvil.snapshot()
         orphan_epoch = await world.release(MARKETS[0])
         world.submit(MARKETS[0], orphan_epoch, "lost", 1, expected=False)
@@ -228,3 +234,168 @@ async def test_start_up_errors_are_one_clear_line(
     ).start()
     assert proc.proc is not None and proc.proc.wait(timeout=30) == 2
     assert "REWARDS_UPDATE_EPOCH_INTERVAL" in proc.log()
+
+
+# -- days of past blocks (issue 8, part 4) ------------------------------------------------------
+
+
+def slot_keys(world: LiveWorld) -> dict[str, int]:
+    return {
+        key: int(world.redis.get(key) or 0)
+        for market in MARKETS
+        for key in world.redis.keys(f"SlotSubmissionsKey.{market}.*")
+    }
+
+
+async def test_catch_up_across_a_day_rollover_counts_each_epoch_into_its_day(
+    world: LiveWorld, relayer: Relayer, tmp_path: Path
+) -> None:
+    """Epochs of days 1, 2 and 3 released before the collector starts from a past block: the
+    market parameters are read as of the block before SEQ_START_BLOCK, so every per-day key
+    is the day the chain had (read at the head, day-1 epochs were counted into day 3)."""
+    released = []
+    for _ in range(7):  # 3 epochs a day: days 1, 1, 1, 2, 2, 2, 3
+        for market in MARKETS:
+            epoch = await world.release(market)
+            for slot in range(1, 4 + epoch % 3):
+                world.submit(market, epoch, f"project{slot % 2}", slot)
+            world.submit(market, epoch, "project9", 1)  # slot 1 twice in an epoch
+            released.append((market, epoch))
+        world.advance()
+    assert {world.days[k] for k in released} == {1, 2, 3}
+    collector = CollectorProcess(world, relayer.url, tmp_path / "c.log").start()
+    try:
+        for market, epoch in released:
+            world.wait_for(f"{market} epoch {epoch}", lambda m=market, e=epoch: world.batched(m, e))
+    finally:
+        collector.stop()
+    check_batches(world, released, relayer)
+    expected = world.expected_slot_counts()
+    assert {key.split(".")[2] for key in expected} == {"1", "2", "3"}
+    assert slot_keys(world) == expected  # every day, every slot, nothing else
+    for market in MARKETS:
+        assert world.redis.get(f"CurrentDayKey.{market}") == "3"
+    assert "params_block" in collector.log() and str(world.ready_block) in collector.log()
+
+
+async def test_start_before_the_contract_existed_is_refused(
+    world: LiveWorld, relayer: Relayer, tmp_path: Path
+) -> None:
+    proc = CollectorProcess(
+        world, relayer.url, tmp_path / "c.log", extra_env={"SEQ_START_BLOCK": "0"}
+    ).start()
+    assert proc.wait(30) == 2, proc.log()
+    assert "SEQ_START_BLOCK" in proc.log() and "deployed later" in proc.log()
+
+
+async def test_unknown_market_is_refused_in_one_line(
+    world: LiveWorld, relayer: Relayer, tmp_path: Path
+) -> None:
+    stranger = "0x" + "c3" * 20
+    markets = json.dumps([checksum(m) for m in [*MARKETS, stranger]])
+    proc = CollectorProcess(
+        world, relayer.url, tmp_path / "c.log", extra_env={"DATA_MARKET_ADDRESSES": markets}
+    ).start()
+    assert proc.wait(30) == 2, proc.log()
+    assert checksum(stranger) in proc.log() and "not a data market" in proc.log()
+    assert "Traceback" not in proc.log()
+
+
+async def test_market_created_after_the_start_block_is_refused_with_the_fix(
+    world: LiveWorld, relayer: Relayer, tmp_path: Path
+) -> None:
+    assert world.contract is not None
+    late = "0x" + "d4" * 20
+    await world.contract.create_data_market(late)
+    await world.contract.set_epochs_in_a_day(late, 3)
+    markets = json.dumps([checksum(m) for m in [*MARKETS, late]])
+    proc = CollectorProcess(
+        world, relayer.url, tmp_path / "c.log", extra_env={"DATA_MARKET_ADDRESSES": markets}
+    ).start()
+    assert proc.wait(30) == 2, proc.log()
+    assert checksum(late) in proc.log() and "set SEQ_START_BLOCK after" in proc.log()
+
+
+async def test_archive_rpc_nodes_serve_the_pinned_reads(
+    world: LiveWorld, relayer: Relayer, tmp_path: Path
+) -> None:
+    """ARCHIVE_RPC_NODES is where the market parameters are read: unreachable, the start
+    fails naming it (RPC_NODES being fine); reachable, the run goes on."""
+    dead = '["http://127.0.0.1:1"]'
+    proc = CollectorProcess(
+        world,
+        relayer.url,
+        tmp_path / "c.log",
+        extra_env={"ARCHIVE_RPC_NODES": dead, "SEQ_STARTUP_TIMEOUT_S": "1"},
+    ).start()
+    assert proc.wait(30) == 1, proc.log()
+    errors = [line for line in proc.log().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "ARCHIVE_RPC_NODES (http://127.0.0.1:1)" in errors[0], errors
+    with RpcProxy(world.anvil.url, seed=1) as archive:
+        collector = CollectorProcess(
+            world,
+            relayer.url,
+            tmp_path / "c2.log",
+            extra_env={"ARCHIVE_RPC_NODES": json.dumps([archive.url])},
+        ).start()
+        try:
+            released = await release_with_submissions(world, 1)
+            for market, epoch in released:
+                world.wait_for(f"{market} {epoch}", lambda m=market, e=epoch: world.batched(m, e))
+        finally:
+            collector.stop()
+        assert archive.calls["eth_call"] >= 5 * len(MARKETS), archive.calls
+
+
+def test_pruned_node_says_to_set_archive_rpc_nodes(
+    redis_url: str, relayer: Relayer, tmp_path: Path
+) -> None:
+    import anyio
+
+    try:
+        node = Anvil(timestamp=1_800_000_000, extra_args=("--prune-history", "1"))
+    except AnvilMissing as exc:
+        pytest.skip(str(exc))
+    with node:
+        world = LiveWorld(node, redis_url)
+        anyio.run(world.deploy)
+        node.mine(20, 1)  # the set-up's state is pruned
+        proc = CollectorProcess(world, relayer.url, tmp_path / "c.log").start()
+        assert proc.wait(30) == 1, proc.log()
+        world.redis.close()
+    line = [x for x in proc.log().splitlines() if x.startswith("error:")]
+    assert len(line) == 1 and "set ARCHIVE_RPC_NODES" in line[0], proc.log()
+    assert f"block {world.ready_block}" in line[0]
+
+
+# -- check-config --connect ------------------------------------------------------------------
+
+
+def check_config_connect(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "seqcollector", "check-config", "--connect"],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ.get("PATH", ""), "COLUMNS": "200", **env},
+        timeout=60,
+    )
+
+
+async def test_check_config_connect_checks_every_dependency(
+    world: LiveWorld, relayer: Relayer, tmp_path: Path
+) -> None:
+    env = CollectorProcess(world, relayer.url, tmp_path / "c.log").env
+    proc = check_config_connect(env)
+    assert proc.returncode == 0, proc.stderr
+    ok = [line for line in proc.stdout.splitlines() if line.startswith("ok  ")]
+    assert any(line.startswith("ok  Redis at") for line in ok), proc.stdout
+    assert any("RPC_NODES node" in line and "chain id 31337" in line for line in ok)
+    assert any("PROTOCOL_STATE_CONTRACT" in line for line in ok)
+    for market in MARKETS:
+        assert any(checksum(market) in line and "dayCounter 1" in line for line in ok)
+    stranger = "0x" + "c3" * 20
+    proc = check_config_connect(env | {"DATA_MARKET_ADDRESSES": json.dumps([stranger])})
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert checksum(stranger) in proc.stderr
+    proc = check_config_connect(env | {"PROTOCOL_STATE_CONTRACT": "0x" + "99" * 20})
+    assert proc.returncode == 1 and "no contract code" in proc.stderr, proc.stderr

@@ -30,6 +30,7 @@ async def test_two_markets_on_eth_tester(redis_url: str) -> None:
     for market in MARKETS:
         await contract.create_data_market(market)
         await contract.set_snapshot_submission_window(market, 6)
+    ready = tester.get_block_by_number("latest")["number"]  # parameters read as of this block
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     expected: dict[tuple[str, int], list[str]] = {}
 
@@ -42,7 +43,7 @@ async def test_two_markets_on_eth_tester(redis_url: str) -> None:
                 "TX_RELAYER_URL": relayer.url,
                 "BATCH_SIZE": "1",
                 "BLOCK_TIME": "0.2",
-                "SEQ_START_BLOCK": "0",
+                "SEQ_START_BLOCK": str(ready + 1),
             }
         )
 
@@ -94,6 +95,6 @@ async def test_two_markets_on_eth_tester(redis_url: str) -> None:
             (c["dataMarketAddress"], c["epochID"], c["batchSize"]) for c in calls
         ) == sorted((checksum(m), e, 3) for m, e in expected)
         head = tester.get_block_by_number("latest")
-        stored = await redis.get("BlockHashByNumberKey.3")
-        assert stored == tester.get_block_by_number(3)["hash"] and head["number"] > 10
+        stored = await redis.get(f"BlockHashByNumberKey.{ready + 1}")
+        assert stored == tester.get_block_by_number(ready + 1)["hash"] and head["number"] > 10
     await redis.aclose()

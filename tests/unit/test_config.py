@@ -10,13 +10,20 @@ import pytest
 from eth_utils.address import to_checksum_address
 
 from seqcollector.config import (
+    _SPECS,
     ConfigError,
     Settings,
+    _Int,
+    _Seconds,
     describe_settings,
     load_settings,
     mask_secret,
 )
-from seqcollector.core.config import CoreConfig
+from seqcollector.core.config import RANGES, CoreConfig
+from seqcollector.errors import SettingsError
+
+SECONDS = " seconds (e.g. 30, 2.5, 500ms, 1m)"
+TIMEOUT_RANGE = f"must be between 0.01 and 86400{SECONDS}"
 
 # EIP-55 test vectors.
 M1 = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
@@ -331,36 +338,39 @@ def test_yaml_lists_may_be_json_strings(tmp_path: Path) -> None:
     ("env", "message"),
     [
         ({"REWARDS_UPDATE_EPOCH_INTERVAL": "0"},
-         "REWARDS_UPDATE_EPOCH_INTERVAL: must be >= 1, got 0"),
-        ({"BATCH_SIZE": "0"}, "BATCH_SIZE: must be >= 1, got 0"),
-        ({"BATCH_SIZE": "-5"}, "BATCH_SIZE: must be >= 1, got -5"),
+         "REWARDS_UPDATE_EPOCH_INTERVAL: must be between 1 and 1000000, got 0"),
+        ({"BATCH_SIZE": "0"}, "BATCH_SIZE: must be between 1 and 100000, got 0"),
+        ({"BATCH_SIZE": "-5"}, "BATCH_SIZE: must be between 1 and 100000, got -5"),
         ({"BATCH_SIZE": "abc"}, "BATCH_SIZE: not an integer: 'abc'"),
         ({"BATCH_SIZE": "1.5"}, "BATCH_SIZE: not an integer: '1.5'"),
-        ({"REWARDS_UPDATE_BATCH_SIZE": "0"}, "REWARDS_UPDATE_BATCH_SIZE: must be >= 1, got 0"),
-        ({"RETRY_LIMITS": "0"}, "RETRY_LIMITS: must be >= 1, got 0"),
+        ({"REWARDS_UPDATE_BATCH_SIZE": "0"},
+         "REWARDS_UPDATE_BATCH_SIZE: must be between 1 and 100000, got 0"),
+        ({"RETRY_LIMITS": "0"}, "RETRY_LIMITS: must be between 1 and 1000, got 0"),
         ({"PAST_DAYS_BUFFER": "x"}, "PAST_DAYS_BUFFER: not an integer: 'x'"),
         ({"CONCURRENT_SUBMISSION_COUNT_UPDATES": "0"},
-         "CONCURRENT_SUBMISSION_COUNT_UPDATES: must be >= 1, got 0"),
-        ({"RPC_MAX_RETRIES": "-1"}, "RPC_MAX_RETRIES: must be >= 0, got -1"),
+         "CONCURRENT_SUBMISSION_COUNT_UPDATES: must be between 1 and 10000, got 0"),
+        ({"RPC_MAX_RETRIES": "-1"}, "RPC_MAX_RETRIES: must be between 0 and 100, got -1"),
         ({"REDIS_PORT": "0"}, "REDIS_PORT: must be between 1 and 65535, got 0"),
         ({"REDIS_PORT": "65536"}, "REDIS_PORT: must be between 1 and 65535, got 65536"),
         ({"REDIS_PORT": "redis"}, "REDIS_PORT: not an integer: 'redis'"),
-        ({"REDIS_DB": "-1"}, "REDIS_DB: must be >= 0, got -1"),
+        ({"REDIS_DB": "-1"}, "REDIS_DB: must be between 0 and 1000000, got -1"),
         ({"SEQ_API_PORT": "70000"}, "SEQ_API_PORT: must be between 0 and 65535, got 70000"),
-        ({"SEQ_START_BLOCK": "-1"}, "SEQ_START_BLOCK: must be >= 0, got -1"),
-        ({"SEQ_MAX_REORG_DEPTH": "0"}, "SEQ_MAX_REORG_DEPTH: must be >= 1, got 0"),
-        ({"WORKER_POOL_SIZE": "0"}, "WORKER_POOL_SIZE: must be >= 1, got 0"),
+        ({"SEQ_START_BLOCK": "-1"},
+         "SEQ_START_BLOCK: must be between 0 and 4611686018427387904, got -1"),
+        ({"SEQ_MAX_REORG_DEPTH": "0"}, "SEQ_MAX_REORG_DEPTH: must be between 1 and 10000, got 0"),
+        ({"WORKER_POOL_SIZE": "0"}, "WORKER_POOL_SIZE: must be between 1 and 1024, got 0"),
         ({"EVENT_PROCESSING_TIMEOUT": "-1"},
-         "EVENT_PROCESSING_TIMEOUT: must be > 0 seconds, got -1"),
+         f"EVENT_PROCESSING_TIMEOUT: {TIMEOUT_RANGE}, got -1"),
         ({"TIMEOUT_EVENT_PROCESSING": "-1"},
-         "TIMEOUT_EVENT_PROCESSING: must be > 0 seconds, got -1"),
-        ({"BLOCK_FETCH_TIMEOUT": "0"}, "BLOCK_FETCH_TIMEOUT: must be > 0 seconds, got 0"),
-        ({"CONTRACT_QUERY_TIMEOUT": "-30"}, "CONTRACT_QUERY_TIMEOUT: must be > 0 seconds, got -30"),
+         f"TIMEOUT_EVENT_PROCESSING: {TIMEOUT_RANGE}, got -1"),
+        ({"BLOCK_FETCH_TIMEOUT": "0"}, f"BLOCK_FETCH_TIMEOUT: {TIMEOUT_RANGE}, got 0"),
+        ({"CONTRACT_QUERY_TIMEOUT": "-30"}, f"CONTRACT_QUERY_TIMEOUT: {TIMEOUT_RANGE}, got -30"),
         ({"TIMEOUT_REDIS_OPERATION": "-2s"},
-         "TIMEOUT_REDIS_OPERATION: must be > 0 seconds, got -2"),
+         f"TIMEOUT_REDIS_OPERATION: {TIMEOUT_RANGE}, got -2"),
         ({"HTTP_TIMEOUT": "soon"},
          "HTTP_TIMEOUT: not a duration in seconds (e.g. 30, 2.5, 500ms, 1m): 'soon'"),
-        ({"RPC_MAX_RETRY_DELAY_S": "-1"}, "RPC_MAX_RETRY_DELAY_S: must be >= 0 seconds, got -1"),
+        ({"RPC_MAX_RETRY_DELAY_S": "-1"},
+         f"RPC_MAX_RETRY_DELAY_S: must be between 0 and 86400{SECONDS}, got -1"),
         ({"MONITORING_ERROR_RATE_THRESHOLD": "2"},
          "MONITORING_ERROR_RATE_THRESHOLD: must be between 0 and 1, got 2"),
         ({"ATTESTOR_QUEUE_PUSH_ENABLED": "maybe"},
@@ -470,12 +480,13 @@ def test_yaml_not_a_mapping(tmp_path: Path) -> None:
 def test_yaml_invalid_value_names_setting_file_and_key(tmp_path: Path) -> None:
     path = write(tmp_path, "rewards_update_epoch_interval: 0\n")
     assert str(rejects(path=path)) == (
-        f"REWARDS_UPDATE_EPOCH_INTERVAL: must be >= 1, got 0 (in {path}: "
+        f"REWARDS_UPDATE_EPOCH_INTERVAL: must be between 1 and 1000000, got 0 (in {path}: "
         "rewards_update_epoch_interval)"
     )
     path = write(tmp_path, "timeouts:\n  batch_preparation: -3\n")
     assert str(rejects(path=path)) == (
-        f"TIMEOUT_BATCH_PREPARATION: must be > 0 seconds, got -3 (in {path}: "
+        "TIMEOUT_BATCH_PREPARATION: must be between 0.01 and 86400 seconds (e.g. 30, 2.5, "
+        f"500ms, 1m), got -3 (in {path}: "
         "timeouts.batch_preparation)"
     )
 
@@ -603,3 +614,166 @@ def test_describe_shows_addresses_eip55_and_lists_as_json() -> None:
     assert rows["DATA_MARKET_ADDRESSES"] == f'["{M1}"]'
     assert rows["SEQ_START_BLOCK"] == "head"
     assert rows["ATTESTOR_QUEUE_PUSH_ENABLED"] == "false"
+
+
+# ----------------------------------------------------------------------------- ranges
+
+DAY = 86400
+TEN_YEARS = 10 * 365 * DAY
+# Every numeric setting and its inclusive range (integers; durations in seconds).
+INT_RANGES = {
+    "RPC_MAX_RETRIES": (0, 100),
+    "RPC_RETRY_DELAY_MS": (0, 600_000),
+    "REDIS_PORT": (1, 65535),
+    "REDIS_DB": (0, 1_000_000),
+    "BATCH_SIZE": (1, 100_000),
+    "REWARDS_UPDATE_BATCH_SIZE": (1, 100_000),
+    "REWARDS_UPDATE_EPOCH_INTERVAL": (1, 1_000_000),
+    "PAST_DAYS_BUFFER": (0, 10_000),
+    "RETRY_LIMITS": (1, 1_000),
+    "CONCURRENT_SUBMISSION_COUNT_UPDATES": (1, 10_000),
+    "SEQ_CONFIRMATIONS": (0, 10_000),
+    "SEQ_MAX_REORG_DEPTH": (1, 10_000),
+    "SEQ_START_BLOCK": (0, 2**62),
+    "SEQ_API_PORT": (0, 65535),
+    "SEQ_SLOT_SUBMISSIONS_TTL_S": (1, TEN_YEARS),
+    "WORKER_POOL_SIZE": (1, 1024),
+}
+SECONDS_RANGES = {
+    "RPC_MAX_RETRY_DELAY_S": (0, DAY),
+    "RPC_REQUEST_TIMEOUT_S": (0.01, DAY),
+    "BLOCK_TIME": (0.01, 3600),
+    "HTTP_TIMEOUT": (0.01, DAY),
+    "CONTRACT_QUERY_TIMEOUT": (0.01, DAY),
+    "SEQ_STARTUP_TIMEOUT_S": (0, DAY),
+    "EVENT_PROCESSING_TIMEOUT": (0.01, DAY),
+    "TIMEOUT_BATCH_PREPARATION": (0.01, DAY),
+    "TIMEOUT_MARKET_PROCESSING": (0.01, DAY),
+    "BATCH_PROCESSING_TIMEOUT": (0.01, DAY),
+    "BLOCK_FETCH_TIMEOUT": (0.01, DAY),
+    "TIMEOUT_REDIS_OPERATION": (0.01, DAY),
+    "WORKER_POOL_ACQUISITION_TIMEOUT": (0.01, DAY),
+    "MONITORING_HEALTH_CHECK_INTERVAL": (0.01, DAY),
+    "MONITORING_METRICS_RETENTION": (1, TEN_YEARS),
+}
+
+
+def _value(s: Settings, name: str) -> object:
+    spec = next(spec for spec in _SPECS if spec.env == name)
+    node: object = s
+    for part in spec.path:
+        node = getattr(node, part)
+    return node
+
+
+def test_every_numeric_setting_has_a_tested_range() -> None:
+    ints = {spec.env for spec in _SPECS if isinstance(spec.kind, _Int)}
+    ints |= {"SEQ_START_BLOCK", "WORKER_POOL_SIZE"}
+    seconds = {spec.env for spec in _SPECS if isinstance(spec.kind, _Seconds)}
+    assert ints == set(INT_RANGES)
+    assert seconds == set(SECONDS_RANGES)
+
+
+@pytest.mark.parametrize(("name", "bounds"), sorted(INT_RANGES.items()))
+def test_integer_ranges(name: str, bounds: tuple[int, int]) -> None:
+    lo, hi = bounds
+    assert _value(load({name: str(lo)}), name) == lo
+    assert _value(load({name: str(hi)}), name) == hi
+    for bad in (lo - 1, hi + 1):
+        err = rejects({name: str(bad)})
+        assert str(err) == f"{name}: must be between {lo} and {hi}, got {bad}"
+
+
+@pytest.mark.parametrize(("name", "bounds"), sorted(SECONDS_RANGES.items()))
+def test_duration_ranges(name: str, bounds: tuple[float, float]) -> None:
+    lo, hi = bounds
+    assert _value(load({name: str(lo)}), name) == lo
+    assert _value(load({name: str(hi)}), name) == hi
+    for bad in (f"{lo - 0.001:.3f}", str(hi + 1)):
+        err = rejects({name: bad})
+        assert err.setting == name and "must be between" in err.problem, err
+
+
+def test_reported_values_are_refused_with_the_range() -> None:
+    assert str(rejects({"TIMEOUT_REDIS_OPERATION": "1ms"})) == (
+        "TIMEOUT_REDIS_OPERATION: must be between 0.01 and 86400 seconds (e.g. 30, 2.5, 500ms, "
+        "1m), got 0.001"
+    )
+    assert str(rejects({"BATCH_SIZE": str(10**30)})) == (
+        f"BATCH_SIZE: must be between 1 and 100000, got {10**30}"
+    )
+
+
+def test_startup_timeout_setting() -> None:
+    assert load().startup_timeout_s == 60.0
+    assert load({"SEQ_STARTUP_TIMEOUT_S": "500ms"}).startup_timeout_s == 0.5
+    assert load({"SEQ_STARTUP_TIMEOUT_S": "0"}).startup_timeout_s == 0
+    rows = {name: (value, source) for name, value, source in describe_settings(load())}
+    assert rows["SEQ_STARTUP_TIMEOUT_S"] == ("60", "default")
+
+
+def test_config_error_is_a_settings_error_with_exit_2() -> None:
+    err = rejects({"BATCH_SIZE": "0"})
+    assert isinstance(err, SettingsError) and err.exit_code == 2
+
+
+def test_core_ranges_are_the_settings_ranges() -> None:
+    assert RANGES["batch_size"] == INT_RANGES["BATCH_SIZE"]
+    assert RANGES["max_reorg_depth"] == INT_RANGES["SEQ_MAX_REORG_DEPTH"]
+    assert RANGES["slot_submissions_ttl_s"] == INT_RANGES["SEQ_SLOT_SUBMISSIONS_TTL_S"]
+
+
+@pytest.mark.parametrize("field", sorted(RANGES))
+def test_core_config_refuses_out_of_range_fields(field: str) -> None:
+    lo, hi = RANGES[field]
+    base = {"protocol_state": PS, "markets": [M1]}
+    assert getattr(CoreConfig(**base, **{field: lo}), field) == lo  # type: ignore[arg-type]
+    assert getattr(CoreConfig(**base, **{field: hi}), field) == hi  # type: ignore[arg-type]
+    for bad in (lo - 1, hi + 1, -3, 10**30):
+        with pytest.raises(ValueError, match=rf"config\.{field} must be between {lo} and {hi}"):
+            CoreConfig(**base, **{field: bad})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"protocol_state": "0x12"}, "config.protocol_state is not a 20-byte hex address"),
+        ({"markets": []}, "config.markets must list 1 to 1000 data markets, got 0"),
+        ({"markets": ["nope"]}, r"config.markets\[0\] is not a 20-byte hex address"),
+    ],
+)
+def test_core_config_refuses_bad_addresses(kw: dict[str, object], message: str) -> None:
+    base: dict[str, object] = {"protocol_state": PS, "markets": [M1], **kw}
+    with pytest.raises(ValueError, match=message):
+        CoreConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [0, -3])
+def test_journal_header_out_of_range_is_a_validation_error(value: int) -> None:
+    header = {"protocol_state": PS.lower(), "markets": [M1.lower()], "batch_size": value}
+    with pytest.raises(msgspec.ValidationError, match=r"config\.batch_size must be between"):
+        msgspec.json.decode(msgspec.json.encode(header), type=CoreConfig)
+
+
+def test_require_run_refuses_what_run_refuses() -> None:
+    chain = {"PROTOCOL_STATE_CONTRACT": PS, "DATA_MARKET_ADDRESSES": f'["{M1}"]'}
+    with pytest.raises(ConfigError, match=r"^RPC_NODES: no RPC endpoint"):
+        load(chain).require_run()
+    with pytest.raises(ConfigError, match=r"^DATA_MARKET_ADDRESSES: must list at least one"):
+        load({**chain, "DATA_MARKET_ADDRESSES": "[]", "RPC_NODES": '["http://n:1"]'}).require_run()
+    with pytest.raises(ConfigError, match=r"^PROTOCOL_STATE_CONTRACT: must be set"):
+        load({"DATA_MARKET_ADDRESSES": f'["{M1}"]', "RPC_NODES": '["http://n:1"]'}).require_run()
+    s = load({**chain, "RPC_NODES": '["http://n:1"]'})
+    assert s.require_run() is s
+
+
+def test_setting_from_env_and_redis_url_option() -> None:
+    from seqcollector.config import redis_url_option, setting_from_env
+
+    assert setting_from_env("SEQ_STARTUP_TIMEOUT_S", {}) == 60.0
+    assert setting_from_env("SEQ_STARTUP_TIMEOUT_S", {"SEQ_STARTUP_TIMEOUT_S": "2s"}) == 2.0
+    with pytest.raises(ConfigError, match=r"^SEQ_STARTUP_TIMEOUT_S: must be between"):
+        setting_from_env("SEQ_STARTUP_TIMEOUT_S", {"SEQ_STARTUP_TIMEOUT_S": "-1"})
+    assert redis_url_option("redis://h:1/2", "--redis") == "redis://h:1/2"
+    with pytest.raises(ConfigError, match=r"^--redis: not a URL with scheme redis/rediss/unix"):
+        redis_url_option("notaurl", "--redis")
