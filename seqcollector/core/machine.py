@@ -297,7 +297,9 @@ def _on_submission_sets(state: State, r: SubmissionSets, out: list[Effect]) -> N
     count = len(plan.batches)
     out.append(SetValue(keys.batch_count(lc, r.epoch), str(count), cfg.batch_ttl_s))
     body: dict[str, object] = {"dataMarketAddress": eip55, "epochID": r.epoch, "batchSize": count}
-    out.append(RelayerCall(f"submitBatchSize:{lc}:{r.epoch}", "/submitBatchSize", body))
+    out.append(
+        RelayerCall(_outbox_id("submitBatchSize", state, lc, r.epoch), "/submitBatchSize", body)
+    )
     day = ms.day if ms.day is not None else 0
     if ms.counted_day != day:
         ms.counted_day, ms.counted_slots = day, []
@@ -314,6 +316,14 @@ def _on_submission_sets(state: State, r: SubmissionSets, out: list[Effect]) -> N
     _count(state, "epochs_batched", 1)
     _count(state, "batches", count)
     state.dirty = True
+
+
+def _outbox_id(kind: str, state: State, lc: str, epoch: int) -> str:
+    """The id of an epoch's outbox entry. An epoch batched again after a reorg deeper than
+    MAX_REORG_DEPTH (the new chain's) gets an id of its own: the dispatcher marks an id
+    done after its POST, which must never remove the new chain's entry in place of the old."""
+    generation = state.counters.get("reorg_too_deep", 0)
+    return f"{kind}:{lc}:{epoch}" + (f":{generation}" if generation else "")
 
 
 _SKIP_EXAMPLES = 3
@@ -348,7 +358,9 @@ def _report_skipped(
         f" submission sets ({counts}), batched the rest; {examples}. Upstream (the dequeuer)"
         " wrote them: a member must be <market>.<epoch>.<project>.<slot> in a set"
     )
-    out.append(Alert(f"skipped:{lc}:{epoch}", "BatchPreparation", message, "Medium"))
+    out.append(
+        Alert(_outbox_id("skipped", state, lc, epoch), "BatchPreparation", message, "Medium")
+    )
 
 
 def _reason(reason: str) -> str:

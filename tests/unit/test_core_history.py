@@ -4,7 +4,14 @@ blocks held, every replaced block-hash key deleted, the new chain's epochs batch
 from corekit import MARKET, block, config, epoch_released, h, of, params, run, started
 
 from seqcollector.core import Rewind, SubmissionSets, dump_state, new_state, step
-from seqcollector.core.effects import Alert, DeleteKeys, ListPush, QuerySubmissionSets, Rejected
+from seqcollector.core.effects import (
+    Alert,
+    DeleteKeys,
+    ListPush,
+    QuerySubmissionSets,
+    Rejected,
+    RelayerCall,
+)
 from seqcollector.core.history import MAX_KEYS_DELETED, anchor_refs, level
 from seqcollector.core.state import load_state
 
@@ -99,6 +106,10 @@ def test_epochs_of_replaced_blocks_are_batched_again_from_the_new_chain():
     assert again.epoch == 7 and again.keys[0].endswith(h(118, 1))
     second = run(state, SubmissionSets(again.query_id, MARKET, 7, [f"{MARKET}.7.p.2"]))
     assert len(of(second, ListPush)) == 1
+    # its relayer call has an id of its own: marking the old chain's call done after its
+    # POST must not remove the new chain's from the outbox
+    [first_call], [second_call] = of(pushed, RelayerCall), of(second, RelayerCall)
+    assert first_call.id != second_call.id
 
 
 def test_shallow_reorgs_keep_at_most_once_and_the_epochs_released_below_stay():
