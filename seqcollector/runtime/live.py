@@ -40,12 +40,12 @@ from seqcollector.runtime.startup import (
     check_markets,
     check_redis,
     describe_failure,
+    open_pool,
     read_market_params,
     with_retries,
 )
 from seqcollector.runtime.workers import WorkerPool
 from seqcollector.sources.follower import ChainFollower
-from seqcollector.sources.rpc import RpcPool
 
 log = structlog.get_logger(__name__)
 
@@ -70,30 +70,6 @@ def params_block(first: int) -> int:
 
 def redis_db_setting(settings: Settings) -> str:
     return "SEQ_REDIS_URL" if settings.redis_url_override else "REDIS_DB"
-
-
-async def open_pool(
-    stack: AsyncExitStack,
-    setting: str,
-    urls: Sequence[str],
-    request_timeout_s: float,
-    retry: StartupRetry,
-    providers: Sequence[AsyncBaseProvider] = (),
-) -> RpcPool:
-    """An RpcPool entered on `stack`; opening its WebSockets is bounded by the start-up
-    timeout (a node that accepts and never answers)."""
-    pool = RpcPool(urls, request_timeout_s=request_timeout_s, providers=providers)
-    stack.push_async_callback(pool.aclose)
-    budget = max(retry.timeout_s, retry.min_attempt_s)
-    try:
-        with anyio.fail_after(budget):
-            await pool.__aenter__()
-    except TimeoutError:
-        raise DependencyError(
-            f"{setting} ({', '.join(pool.endpoints)}): no answer within {budget:g} s while "
-            f"connecting; check that {setting} point at running nodes"
-        ) from None
-    return pool
 
 
 async def wait_for_block(

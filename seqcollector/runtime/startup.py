@@ -18,6 +18,7 @@ have, a market the contract does not know) is a `SettingsError` (exit 2), not re
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,8 +36,11 @@ from seqcollector.core import MarketParams
 from seqcollector.core.addresses import checksum
 from seqcollector.errors import DependencyError, SettingsError
 from seqcollector.sources.errors import RpcError, TransportError, quantity
+from seqcollector.sources.rpc import RpcPool
 
 if TYPE_CHECKING:
+    from web3.providers.async_base import AsyncBaseProvider
+
     from seqcollector.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -294,6 +298,30 @@ def _hex(raw: object) -> str:
     return raw if isinstance(raw, str) else "0x"
 
 
+async def open_pool(
+    stack: AsyncExitStack,
+    setting: str,
+    urls: Sequence[str],
+    request_timeout_s: float,
+    retry: StartupRetry,
+    providers: Sequence[AsyncBaseProvider] = (),
+) -> RpcPool:
+    """An RpcPool entered on `stack`; opening its WebSockets is bounded by the start-up
+    timeout (a node that accepts and never answers)."""
+    pool = RpcPool(urls, request_timeout_s=request_timeout_s, providers=providers)
+    stack.push_async_callback(pool.aclose)
+    budget = max(retry.timeout_s, retry.min_attempt_s)
+    try:
+        with anyio.fail_after(budget):
+            await pool.__aenter__()
+    except TimeoutError:
+        raise DependencyError(
+            f"{setting} ({', '.join(pool.endpoints)}): no answer within {budget:g} s while "
+            f"connecting; check that {setting} point at running nodes"
+        ) from None
+    return pool
+
+
 # -- check-config --connect ------------------------------------------------------------------
 
 
@@ -303,7 +331,6 @@ async def check_connections(settings: Settings, say: Callable[[str], None]) -> N
     eth_blockNumber, the contract's code, and each market known to it as of the block
     where a first start would read its parameters. Raises the first failure."""
     from seqcollector.config import mask_url
-    from seqcollector.sources.rpc import RpcPool
 
     retry = StartupRetry(settings.startup_timeout_s)
     url = settings.redis_url()
@@ -312,17 +339,17 @@ async def check_connections(settings: Settings, say: Callable[[str], None]) -> N
     say(f"Redis at {mask_url(url)}: PING answered, database selected (redis {version})")
     chains: dict[str, int] = {}
     heads: dict[str, int] = {}
+    timeout = settings.timeouts.block_fetch
     for setting, urls in (
         ("RPC_NODES", settings.rpc_nodes),
         ("ARCHIVE_RPC_NODES", settings.archive_rpc_nodes),
     ):
         for node in urls:
             shown = mask_url(node)
-            async with RpcPool([node], request_timeout_s=settings.timeouts.block_fetch) as pool:
-                what, fix = (
-                    f"{setting} node {shown}",
-                    f"check that {setting} point at a running node",
-                )
+            async with AsyncExitStack() as stack:
+                pool = await open_pool(stack, setting, [node], timeout, retry)
+                what = f"{setting} node {shown}"
+                fix = f"check that {setting} point at a running node"
                 chain = await with_retries(what, fix, partial(chain_id, pool.request), retry)
                 head = await with_retries(what, fix, pool.head, retry)
             chains[f"{setting} {shown}"], heads[node] = chain, head
@@ -331,26 +358,29 @@ async def check_connections(settings: Settings, say: Callable[[str], None]) -> N
         listed = ", ".join(f"{name} is on chain {cid}" for name, cid in chains.items())
         raise SettingsError(f"RPC_NODES: the nodes are not on one chain: {listed}")
     ps = settings.protocol_state_contract
-    async with RpcPool(settings.rpc_nodes, request_timeout_s=settings.timeouts.block_fetch) as pool:
+    async with AsyncExitStack() as stack:
+        pool = await open_pool(stack, "RPC_NODES", settings.rpc_nodes, timeout, retry)
         fix = "check that RPC_NODES point at a running node of the chain"
         nodes = f"RPC_NODES ({', '.join(pool.endpoints)})"
         await with_retries(nodes, fix, partial(check_contract, pool.request, ps), retry)
         say(f"PROTOCOL_STATE_CONTRACT {checksum(ps)}: contract code found")
-        readers = settings.archive_rpc_nodes or settings.rpc_nodes
-        async with RpcPool(readers, request_timeout_s=settings.timeouts.block_fetch) as reader:
-            start = settings.start_block
-            at: Block = "latest" if start is None else max(start - 1, 0)
-            if isinstance(at, int) and at > max(heads.values()):
-                say(
-                    f"SEQ_START_BLOCK {start} is beyond the head: `run` will wait for block {at}"
-                    " before reading the market parameters"
-                )
-                return
-            await with_retries(nodes, fix, partial(check_contract, reader.request, ps, at), retry)
-            markets = settings.data_market_addresses
-            read = partial(read_market_params, reader.request, ps, markets, at)
-            params = await with_retries(nodes, fix, read, retry)
-            await check_markets(reader.request, ps, params, at)
+        if settings.archive_rpc_nodes:
+            setting, urls = "ARCHIVE_RPC_NODES", settings.archive_rpc_nodes
+            reader = await open_pool(stack, setting, urls, timeout, retry)
+        else:
+            reader = pool
+        start = settings.start_block
+        at: Block = "latest" if start is None else max(start - 1, 0)
+        if isinstance(at, int) and at > max(heads.values()):
+            say(
+                f"SEQ_START_BLOCK {start} is beyond the head: `run` will wait for block {at}"
+                " before reading the market parameters"
+            )
+            return
+        await with_retries(nodes, fix, partial(check_contract, reader.request, ps, at), retry)
+        read = partial(read_market_params, reader.request, ps, settings.data_market_addresses, at)
+        params = await with_retries(nodes, fix, read, retry)
+        await check_markets(reader.request, ps, params, at)
     for p in params:
         say(
             f"market {checksum(p.market)}: known to the contract as of block {at} (dayCounter "

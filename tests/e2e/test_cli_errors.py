@@ -157,6 +157,17 @@ def test_check_config_connect_rpc_unreachable(redis_url: str) -> None:
     assert "ok  Redis at" in proc.stdout  # Redis passed before the node failed
 
 
+@pytest.mark.parametrize("scheme", ["http", "ws"])
+def test_check_config_connect_rpc_never_answers(redis_url: str, scheme: str) -> None:
+    with SilentServer() as silent:
+        node = f"{scheme}://127.0.0.1:{silent.port}"
+        started = time.monotonic()
+        proc = cli(run_env(redis_url, RPC_NODES=json.dumps([node])), "check-config", "--connect")
+        elapsed = time.monotonic() - started
+    one_line(proc, 1, "RPC_NODES", f"127.0.0.1:{silent.port}")
+    assert elapsed < 20, elapsed
+
+
 def test_check_config_connect_redis_never_answers() -> None:
     with SilentServer() as silent:
         env = run_env(f"redis://127.0.0.1:{silent.port}/0", RPC_NODES='["http://127.0.0.1:1"]')
