@@ -210,6 +210,7 @@ def replay(
                     out,
                     resume,
                     on_progress=lambda done: progress.update(task, completed=done),
+                    redis_timeout_s=setting_from_env("TIMEOUT_REDIS_OPERATION"),
                 )
                 progress.update(task, completed=total)
         except RedisError as exc:

@@ -7,16 +7,19 @@ each chunk one MULTI/EXEC with the state and checkpoint, so a replay can be resu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+import anyio
 import msgspec
 import redis.asyncio as aioredis
 
 from seqcollector.core import dump_state, new_state, step
 from seqcollector.core.effects import Effect
 from seqcollector.core.state import State
+from seqcollector.errors import DependencyError
 from seqcollector.journal import EffectsDigest, read_header, read_inputs
 from seqcollector.runtime.executor import RedisExecutor
 
@@ -43,12 +46,18 @@ async def replay_journal(
     effects_out: IO[bytes] | None = None,
     resume: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    redis_timeout_s: float = 5.0,
 ) -> ReplayResult:
-    """Replay `path` into `redis` under `namespace`. `on_progress(bytes_read)` shows progress."""
+    """Replay `path` into `redis` under `namespace`. `on_progress(bytes_read)` shows progress.
+
+    Every Redis operation has `redis_timeout_s`; a Redis that stops answering ends the
+    replay with a `DependencyError` naming the input it was committing (resume with
+    `--resume`)."""
     header = read_header(path)
     state = new_state(header.config)
     executor = RedisExecutor(redis, namespace)
-    _, checkpoint = await executor.load()
+    with _redis_deadline(redis_timeout_s, "reading the checkpoint"):
+        _, checkpoint = await executor.load()
     applied = checkpoint.seq if checkpoint is not None else 0
     if applied and not resume:
         raise ReplayConflict(
@@ -65,13 +74,27 @@ async def replay_journal(
             continue
         pending.extend(effects)
         if seq % CHUNK_INPUTS == 0 or len(pending) >= CHUNK_EFFECTS:
-            commits += await _commit(executor, seq, state, pending)
+            with _redis_deadline(redis_timeout_s, f"committing inputs up to {seq}"):
+                commits += await _commit(executor, seq, state, pending)
             pending = []
             if on_progress is not None:
                 on_progress(offset)
     if seq > applied:
-        commits += await _commit(executor, seq, state, pending)
+        with _redis_deadline(redis_timeout_s, f"committing inputs up to {seq}"):
+            commits += await _commit(executor, seq, state, pending)
     return ReplayResult(digest.hexdigest(), seq, digest.count, commits, state)
+
+
+@contextmanager
+def _redis_deadline(timeout_s: float, doing: str) -> Iterator[None]:
+    try:
+        with anyio.fail_after(timeout_s):
+            yield
+    except TimeoutError:
+        raise DependencyError(
+            f"Redis did not answer within {timeout_s:g} s (TIMEOUT_REDIS_OPERATION) while "
+            f"{doing}; check the server, then run the replay again with --resume"
+        ) from None
 
 
 async def _commit(executor: RedisExecutor, seq: int, state: State, effects: list[Effect]) -> int:

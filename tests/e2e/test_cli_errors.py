@@ -188,6 +188,26 @@ def test_replay_redis_never_answers() -> None:
         one_line(cli(env, "replay", str(FIXTURE), "--redis", url), 1, "Redis", "no answer")
 
 
+def test_replay_redis_that_stops_answering_writes_mid_run(tmp_path: Path) -> None:
+    """The start probe passes (PING, SELECT, the checkpoint read), then the commit script
+    blocks (CLIENT PAUSE WRITE): the replay ends at its Redis deadline with one line naming
+    Redis and what to do, instead of hanging."""
+    import redis as redis_sync
+
+    from sim.redis_server import RedisServer
+
+    with RedisServer(tmp_path) as server, redis_sync.Redis.from_url(server.url) as admin:
+        admin.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
+        try:
+            env = {"SEQ_STARTUP_TIMEOUT_S": "1", "TIMEOUT_REDIS_OPERATION": "0.5"}
+            proc = cli(env, "replay", str(FIXTURE), "--redis", server.url)
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+    line = one_line(proc, 1, "Redis did not answer within 0.5 s", "TIMEOUT_REDIS_OPERATION")
+    assert "committing inputs up to" in line and "--resume" in line
+    assert "digest" not in proc.stdout
+
+
 def test_replay_redis_db_out_of_range(redis_url: str) -> None:
     url = redis_url.rsplit("/", 1)[0] + "/99"
     one_line(cli({}, "replay", str(FIXTURE), "--redis", url), 2, "--redis", "DB index")
