@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,24 +25,6 @@ from sim.rpc_proxy import RpcProxy
 
 pytestmark = pytest.mark.anyio
 BATCH_SIZE = 2
-
-
-@pytest.fixture
-def anvil() -> Iterator[Anvil]:
-    try:
-        node = Anvil(timestamp=1_800_000_000)
-    except AnvilMissing as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-    with node:
-        yield node
-
-
-@pytest.fixture
-def relayer() -> Iterator[Relayer]:
-    with Relayer() as r:
-        yield r
 
 
 @pytest.fixture

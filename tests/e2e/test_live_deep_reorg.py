@@ -12,8 +12,7 @@ what could not be undone (the old chain's batches already pushed)."""
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +22,11 @@ from livekit import MARKETS, CollectorProcess, LiveWorld
 
 from seqcollector.core.addresses import checksum
 from seqcollector.core.state import load_state
-from sim.anvil import Anvil, AnvilMissing, rpc
+from sim.anvil import Anvil, rpc
 from sim.relayer import Relayer
 
 pytestmark = pytest.mark.anyio
 BATCH_SIZE = 2
-
-
-@pytest.fixture
-def anvil() -> Iterator[Anvil]:
-    try:
-        node = Anvil(timestamp=1_800_000_000)
-    except AnvilMissing as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-    with node:
-        yield node
-
-
-@pytest.fixture
-def relayer() -> Iterator[Relayer]:
-    with Relayer() as r:
-        yield r
 
 
 @pytest.fixture
