@@ -100,6 +100,9 @@ class Features(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     new_context_management: bool = True
     enhanced_worker_pool: bool = True
     metrics_enabled: bool = True
+    # seqcollector's own: reward updates (`submitUpdateRewards`) and day-rollover markers.
+    # On by default, as the Go collector sends them; off changes the core's outputs.
+    rewards: bool = True
 
 
 class Monitoring(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -149,6 +152,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     attestor_queue_push_enabled: bool = False
     init_cleanup_enabled: bool = False
     concurrent_submission_count_updates: int = 10
+    memory_profiling_interval: float = 15.0  # minutes, as Go; 0: no memory reports
+    enable_market_migration: bool = False
+    # (old, new) lowercase address pairs, MARKET_MIGRATION_MAPPINGS="old:new,old:new"
+    market_migration_mappings: tuple[tuple[str, str], ...] = ()
+    market_migration_days: int = 1
     # seqcollector's own
     confirmations: int = 0
     max_reorg_depth: int = 64
@@ -415,6 +423,17 @@ class _Seconds(_Kind):
 
 
 @dataclass(frozen=True)
+class _Minutes(_Kind):
+    """Minutes, as the Go collector reads MEMORY_PROFILING_INTERVAL (0: off; Go panics)."""
+
+    def parse(self, raw: object) -> float:
+        value = _as_number(raw, units=False)
+        if not 0.0 <= value <= 7 * 24 * 60:
+            raise _Invalid(f"must be between 0 (off) and 10080 minutes, got {_plain(value)}")
+        return value
+
+
+@dataclass(frozen=True)
 class _Fraction(_Kind):
     def parse(self, raw: object) -> float:
         value = _as_number(raw, units=False)
@@ -537,6 +556,39 @@ class _AddressList(_Kind):
 
 
 @dataclass(frozen=True)
+class _AddressPairs(_Kind):
+    """``old:new,old:new`` (Go's MARKET_MIGRATION_MAPPINGS) or a YAML list of such strings."""
+
+    def parse(self, raw: object) -> tuple[tuple[str, str], ...]:
+        if isinstance(raw, str):
+            items = [item for item in (part.strip() for part in raw.split(",")) if item]
+        else:
+            items = list(_as_str_list(raw, echo=True))
+        pairs: list[tuple[str, str]] = []
+        olds: dict[str, int] = {}
+        for i, item in enumerate(items):
+            old_text, sep, new_text = item.partition(":")
+            if not sep:
+                raise _Invalid(f"entry {i} is not old:new: {_clip(item)}")
+            try:
+                old, new = _address(old_text), _address(new_text)
+            except _Invalid as exc:
+                raise _Invalid(f"entry {i}: {exc}") from None
+            if not old or not new:
+                raise _Invalid(f"entry {i} is not old:new: {_clip(item)}")
+            if old == new:
+                raise _Invalid(f"entry {i} maps {checksum(old)} to itself")
+            if old in olds:
+                raise _Invalid(f"{checksum(old)} is mapped twice (entries {olds[old]} and {i})")
+            olds[old] = i
+            pairs.append((old, new))
+        return tuple(pairs)
+
+    def show(self, value: Any) -> str:
+        return ",".join(f"{checksum(a)}:{checksum(b)}" for a, b in value)
+
+
+@dataclass(frozen=True)
 class _StartBlock(_Kind):
     def parse(self, raw: object) -> int | None:
         if isinstance(raw, str) and raw.strip().lower() in ("head", "latest"):
@@ -608,6 +660,10 @@ _SPECS: Final[tuple[_Spec, ...]] = (
     _Spec("INIT_CLEANUP_ENABLED", "init_cleanup_enabled", _Bool()),
     _Spec("CONCURRENT_SUBMISSION_COUNT_UPDATES", "concurrent_submission_count_updates",
           _Int(1, 10_000)),
+    _Spec("MEMORY_PROFILING_INTERVAL", "memory_profiling_interval", _Minutes()),
+    _Spec("ENABLE_MARKET_MIGRATION", "enable_market_migration", _Bool()),
+    _Spec("MARKET_MIGRATION_MAPPINGS", "market_migration_mappings", _AddressPairs()),
+    _Spec("MARKET_MIGRATION_DAYS", "market_migration_days", _Int(1, 10_000)),
     # seqcollector's own.
     _Spec("SEQ_CONFIRMATIONS", "confirmations", _Int(0, 10_000)),
     _Spec("SEQ_MAX_REORG_DEPTH", "max_reorg_depth", _Int(*RANGES["max_reorg_depth"])),
@@ -633,6 +689,7 @@ _SPECS: Final[tuple[_Spec, ...]] = (
     _Spec("FEATURE_NEW_CONTEXT_MANAGEMENT", "features.new_context_management", _Bool()),
     _Spec("FEATURE_ENHANCED_WORKER_POOL", "features.enhanced_worker_pool", _Bool()),
     _Spec("FEATURE_METRICS_ENABLED", "features.metrics_enabled", _Bool()),
+    _Spec("SEQ_FEATURE_REWARDS", "features.rewards", _Bool()),
     _Spec("MONITORING_ERROR_RATE_THRESHOLD", "monitoring.error_rate_threshold", _Fraction()),
     _Spec("MONITORING_HEALTH_CHECK_INTERVAL", "monitoring.health_check_interval", _Seconds()),
     _Spec("MONITORING_METRICS_RETENTION", "monitoring.metrics_retention",

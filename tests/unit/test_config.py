@@ -638,6 +638,7 @@ INT_RANGES = {
     "SEQ_API_PORT": (0, 65535),
     "SEQ_SLOT_SUBMISSIONS_TTL_S": (1, TEN_YEARS),
     "WORKER_POOL_SIZE": (1, 1024),
+    "MARKET_MIGRATION_DAYS": (1, 10_000),
 }
 SECONDS_RANGES = {
     "RPC_MAX_RETRY_DELAY_S": (0, DAY),
@@ -777,3 +778,39 @@ def test_setting_from_env_and_redis_url_option() -> None:
     assert redis_url_option("redis://h:1/2", "--redis") == "redis://h:1/2"
     with pytest.raises(ConfigError, match=r"^--redis: not a URL with scheme redis/rediss/unix"):
         redis_url_option("notaurl", "--redis")
+
+
+# ----------------------------------------------------------------------- new in issue 9
+
+
+def test_memory_profiling_interval_is_minutes_and_zero_is_off() -> None:
+    assert Settings().memory_profiling_interval == 15.0
+    assert load({"MEMORY_PROFILING_INTERVAL": "0"}).memory_profiling_interval == 0.0
+    assert load({"MEMORY_PROFILING_INTERVAL": "2.5"}).memory_profiling_interval == 2.5
+    err = rejects({"MEMORY_PROFILING_INTERVAL": "-1"})
+    assert str(err) == (
+        "MEMORY_PROFILING_INTERVAL: must be between 0 (off) and 10080 minutes, got -1"
+    )
+
+
+def test_rewards_feature_defaults_on_and_turns_off() -> None:
+    assert Settings().features.rewards is True
+    assert load({"SEQ_FEATURE_REWARDS": "false"}).features.rewards is False
+
+
+def test_market_migration_mappings() -> None:
+    a, b, c = "0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40
+    s = load({"MARKET_MIGRATION_MAPPINGS": f" {a}:{b} , {c.upper().replace('0X', '0x')}:{a}"})
+    assert s.market_migration_mappings == ((a, b), (c, a))
+    assert Settings().market_migration_mappings == ()
+    assert Settings().enable_market_migration is False
+    assert Settings().market_migration_days == 1
+    for bad, problem in (
+        ("abc", "entry 0 is not old:new: 'abc'"),
+        (a, f"entry 0 is not old:new: '{a}'"),
+        (f"{a}:{a}", "entry 0 maps"),
+        (f"{a}:{b},{a}:{c}", "is mapped twice (entries 0 and 1)"),
+        (f"{a}:0x12", "entry 0: not a 20-byte hex address"),
+    ):
+        err = rejects({"MARKET_MIGRATION_MAPPINGS": bad})
+        assert err.setting == "MARKET_MIGRATION_MAPPINGS" and problem in err.problem, err
