@@ -35,7 +35,7 @@ fixture:  ## regenerate the fixture journal (deterministic; the digest test pins
 		--reorg 1105:6 --attestor
 
 .PHONY: contracts
-contracts:  ## recompile fixtures/contracts/ProtocolState.sol into ProtocolState.json (solc-js)
+contracts:  ## recompile fixtures/contracts/{ProtocolState,DataMarket}.sol into their .json artifacts (solc-js)
 	node fixtures/contracts/compile.mjs
 
 clean:

@@ -1,9 +1,15 @@
-"""The ProtocolState fixture contract from Python: artifact, deployment, a small async client.
+"""The fixture contracts from Python: artifacts, deployment, small async clients.
 
-The artifact `fixtures/contracts/ProtocolState.json` is compiled from `ProtocolState.sol` by
-`make contracts`. Writers and setters may only be called by the deployer (the contract's
-owner); the client sends from the same account `deploy_protocol_state` uses by default:
-`w3.eth.default_account` if set, else `w3.eth.accounts[0]`.
+The artifacts `fixtures/contracts/ProtocolState.json` and `DataMarket.json` are compiled from
+their `.sol` sources by `make contracts`. ProtocolState's writers and setters may only be
+called by the deployer (the contract's owner); the client sends from the same account
+`deploy_protocol_state` uses by default: `w3.eth.default_account` if set, else
+`w3.eth.accounts[0]`.
+
+A data market is either any address (`create_data_market(address)`) or a DataMarket contract
+bound to the ProtocolState (`create_data_market_contract()`: deploy, then register). For the
+latter, `updateRewards` on ProtocolState also forwards to the DataMarket, so
+`eligibleNodesForDay(day)` at the market address answers as in production.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from web3.types import TxReceipt
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACT_PATH = ROOT / "fixtures" / "contracts" / "ProtocolState.json"
+DATA_MARKET_ARTIFACT_PATH = ROOT / "fixtures" / "contracts" / "DataMarket.json"
 ZERO_ROOT = b"\x00" * 32
 MARKET_VIEWS = (
     "snapshotSubmissionWindow",
@@ -33,18 +40,19 @@ MARKET_VIEWS = (
 
 
 @cache
-def _artifact_text() -> str:
-    return ARTIFACT_PATH.read_text()
+def _artifact_text(path: Path) -> str:
+    return path.read_text()
 
 
-def load_artifact() -> dict[str, Any]:
-    """The compiled artifact: contractName, abi, bytecode, deployedBytecode (0x-hex),
-    solcVersion, sourceSha256. A fresh dict on every call."""
-    artifact: dict[str, Any] = json.loads(_artifact_text())
+def load_artifact(path: Path = ARTIFACT_PATH) -> dict[str, Any]:
+    """A compiled artifact (ProtocolState's by default): contractName, abi, bytecode,
+    deployedBytecode (0x-hex), solcVersion, sourceSha256. A fresh dict on every call."""
+    artifact: dict[str, Any] = json.loads(_artifact_text(path))
     return artifact
 
 
 PROTOCOL_STATE_ABI: list[dict[str, Any]] = load_artifact()["abi"]
+DATA_MARKET_ABI: list[dict[str, Any]] = load_artifact(DATA_MARKET_ARTIFACT_PATH)["abi"]
 
 
 async def _default_sender(w3: AsyncWeb3[Any]) -> ChecksumAddress:
@@ -68,16 +76,30 @@ async def _send_and_wait(w3: AsyncWeb3[Any], call: Any, sender: ChecksumAddress)
     return receipt
 
 
-async def deploy_protocol_state(w3: AsyncWeb3[Any], sender: str | None = None) -> str:
-    """Deploy ProtocolState from `sender` (default account if None); its checksummed address."""
+async def _deploy(w3: AsyncWeb3[Any], path: Path, sender: str | None, *args: Any) -> str:
     account = to_checksum_address(sender) if sender else await _default_sender(w3)
-    artifact = load_artifact()
+    artifact = load_artifact(path)
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-    receipt = await _send_and_wait(w3, factory.constructor(), account)
+    receipt = await _send_and_wait(w3, factory.constructor(*args), account)
     address = receipt["contractAddress"]
     if address is None:
-        raise RuntimeError("deployment receipt has no contractAddress")
+        raise RuntimeError(f"deployment receipt of {artifact['contractName']} has no address")
     return to_checksum_address(address)
+
+
+async def deploy_protocol_state(w3: AsyncWeb3[Any], sender: str | None = None) -> str:
+    """Deploy ProtocolState from `sender` (default account if None); its checksummed address."""
+    return await _deploy(w3, ARTIFACT_PATH, sender)
+
+
+async def deploy_data_market(
+    w3: AsyncWeb3[Any], protocol_state: str, sender: str | None = None
+) -> str:
+    """Deploy a DataMarket bound to `protocol_state` (only it may write to the market) from
+    `sender` (default account if None); its checksummed address, the data market address.
+    Register it with `ProtocolStateClient.create_data_market` (or use
+    `create_data_market_contract`, which does both)."""
+    return await _deploy(w3, DATA_MARKET_ARTIFACT_PATH, sender, to_checksum_address(protocol_state))
 
 
 class ProtocolStateClient:
@@ -106,8 +128,18 @@ class ProtocolStateClient:
     # writers
     async def create_data_market(self, market: str) -> TxReceipt:
         """Register `market` with the defaults (window 20 s, DAY_SIZE 864000000, quota 1000,
-        720 epochs a day, dayCounter 1)."""
+        720 epochs a day, dayCounter 1). A DataMarket contract must be bound to this
+        ProtocolState; `updateRewards` then forwards to it."""
         return await self._send("createDataMarket", to_checksum_address(market))
+
+    async def create_data_market_contract(self) -> str:
+        """Deploy a DataMarket bound to this ProtocolState (from the client's sender, two
+        transactions: deployment, then `createDataMarket`) -> its checksummed address."""
+        if self._sender is None:
+            self._sender = await _default_sender(self.w3)
+        market = await deploy_data_market(self.w3, self.address, self._sender)
+        await self.create_data_market(market)
+        return market
 
     async def release_epoch(self, market: str, begin: int, end: int) -> TxReceipt:
         """Next epoch of `market` over blocks [begin, end]: EpochReleased, preceded by
@@ -147,7 +179,8 @@ class ProtocolStateClient:
         eligible_nodes: int,
     ) -> TxReceipt:
         """Store per-slot submission counts for `day`; the day's eligible node count is set
-        by the first call with a non-zero `eligible_nodes`."""
+        by the first call with a non-zero `eligible_nodes`. For a DataMarket contract market
+        the same values are forwarded to it (`DataMarketClient` reads them there)."""
         return await self._send(
             "updateRewards",
             to_checksum_address(market),
@@ -182,3 +215,36 @@ class ProtocolStateClient:
 
     async def slot_submission_count(self, market: str, slot_id: int, day: int) -> int:
         return await self._view("slotSubmissionCount", to_checksum_address(market), slot_id, day)
+
+    async def is_data_market_contract(self, market: str) -> bool:
+        """True if `market` was registered as a DataMarket contract (rewards forwarded)."""
+        value: bool = await self.contract.functions.isDataMarketContract(
+            to_checksum_address(market)
+        ).call()
+        return value
+
+
+class DataMarketClient:
+    """Read-only wrapper around a deployed DataMarket at `address` (the data market address).
+    Its writers are ProtocolState's to call (`ProtocolStateClient.update_rewards`)."""
+
+    def __init__(self, w3: AsyncWeb3[Any], address: str) -> None:
+        self.w3 = w3
+        self.address = to_checksum_address(address)
+        self.contract = w3.eth.contract(address=self.address, abi=DATA_MARKET_ABI)
+
+    async def protocol_state(self) -> str:
+        value: str = await self.contract.functions.protocolState().call()
+        return to_checksum_address(value)
+
+    async def eligible_nodes_for_day(self, day: int, block: int | str = "latest") -> int:
+        """`eligibleNodesForDay(day)` as of `block` (the collector reads it at the block it
+        processes)."""
+        value: int = await self.contract.functions.eligibleNodesForDay(day).call(
+            block_identifier=block
+        )
+        return value
+
+    async def slot_submission_count(self, slot_id: int, day: int) -> int:
+        value: int = await self.contract.functions.slotSubmissionCount(slot_id, day).call()
+        return value

@@ -1,5 +1,6 @@
-"""The compiled ProtocolState artifact: production event signatures (topic0), the expected
-functions, and agreement with its Solidity source (`compile.mjs --check`)."""
+"""The compiled artifacts: ProtocolState's production event signatures (topic0), the expected
+functions of ProtocolState and DataMarket, and agreement with their Solidity sources
+(`compile.mjs --check`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from contractkit import missing_tool
 from eth_utils.crypto import keccak
 
 from seqcollector.core import abi
-from sim.contract import ARTIFACT_PATH, PROTOCOL_STATE_ABI, ROOT, load_artifact
+from sim.contract import (
+    ARTIFACT_PATH,
+    DATA_MARKET_ABI,
+    DATA_MARKET_ARTIFACT_PATH,
+    PROTOCOL_STATE_ABI,
+    ROOT,
+    load_artifact,
+)
 
 COMPILE = ROOT / "fixtures" / "contracts" / "compile.mjs"
 
@@ -63,11 +71,22 @@ FUNCTIONS = {
     "setDaySize(address,uint256)",
     "setDailySnapshotQuota(address,uint256)",
     "setEpochsInADay(address,uint256)",
+    "isDataMarketContract(address)",
+}
+
+# The DataMarket writers ProtocolState forwards to (production's shape, without the sender
+# argument) and the views the collector and the Go API read at the market address.
+DATA_MARKET_FUNCTIONS = {
+    "protocolState()",
+    "eligibleNodesForDay(uint256)",
+    "slotSubmissionCount(uint256,uint256)",
+    "updateEligibleNodesForDay(uint256,uint256)",
+    "updateRewards(uint256,uint256,uint256)",
 }
 
 
-def _entries(kind: str) -> list[dict[str, Any]]:
-    return [e for e in PROTOCOL_STATE_ABI if e["type"] == kind]
+def _entries(kind: str, abi_: list[dict[str, Any]] = PROTOCOL_STATE_ABI) -> list[dict[str, Any]]:
+    return [e for e in abi_ if e["type"] == kind]
 
 
 def _verbose(event: dict[str, Any]) -> str:
@@ -95,13 +114,20 @@ def test_functions_present() -> None:
     assert not missing
 
 
+def test_data_market_functions_and_no_events() -> None:
+    functions = {_canonical(f) for f in _entries("function", DATA_MARKET_ABI)}
+    assert functions == DATA_MARKET_FUNCTIONS
+    assert _entries("event", DATA_MARKET_ABI) == []
+
+
 def test_artifact_fields() -> None:
-    artifact = load_artifact()
-    assert artifact["contractName"] == "ProtocolState"
-    assert artifact["solcVersion"].startswith("0.8.37+")
-    assert artifact["bytecode"].startswith("0x") and len(artifact["bytecode"]) > 1000
-    assert artifact["deployedBytecode"].startswith("0x")
-    assert len(artifact["sourceSha256"]) == 64
+    for path, name in ((ARTIFACT_PATH, "ProtocolState"), (DATA_MARKET_ARTIFACT_PATH, "DataMarket")):
+        artifact = load_artifact(path)
+        assert artifact["contractName"] == name
+        assert artifact["solcVersion"].startswith("0.8.37+")
+        assert artifact["bytecode"].startswith("0x") and len(artifact["bytecode"]) > 1000
+        assert artifact["deployedBytecode"].startswith("0x")
+        assert len(artifact["sourceSha256"]) == 64
 
 
 def _compile(*args: str) -> subprocess.CompletedProcess[str]:
@@ -128,3 +154,20 @@ def test_check_detects_a_stale_artifact(tmp_path: Path) -> None:
     result = _compile("--check", f"--artifact={path}")
     assert result.returncode == 1
     assert "sourceSha256" in result.stderr
+
+
+def test_check_detects_a_stale_data_market_artifact(tmp_path: Path) -> None:
+    stale = json.loads(DATA_MARKET_ARTIFACT_PATH.read_text())
+    stale["deployedBytecode"] = "0x00"
+    path = tmp_path / "DataMarket.json"
+    path.write_text(json.dumps(stale))
+    result = _compile("--check", f"--artifact={path}")
+    assert result.returncode == 1
+    assert f"{path} is stale (deployedBytecode)" in result.stderr
+    assert "ProtocolState.json matches" in result.stdout
+
+
+def test_artifact_option_names_a_contract(tmp_path: Path) -> None:
+    result = _compile("--check", f"--artifact={tmp_path / 'Other.json'}")
+    assert result.returncode == 2
+    assert "must be named <contract>.json" in result.stderr
