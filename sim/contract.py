@@ -23,7 +23,7 @@ from eth_typing import ChecksumAddress
 from eth_utils.address import is_checksum_address, to_checksum_address
 from hexbytes import HexBytes
 from web3 import AsyncWeb3
-from web3.types import TxReceipt
+from web3.types import BlockIdentifier, TxReceipt
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACT_PATH = ROOT / "fixtures" / "contracts" / "ProtocolState.json"
@@ -237,7 +237,7 @@ class DataMarketClient:
         value: str = await self.contract.functions.protocolState().call()
         return to_checksum_address(value)
 
-    async def eligible_nodes_for_day(self, day: int, block: int | str = "latest") -> int:
+    async def eligible_nodes_for_day(self, day: int, block: BlockIdentifier = "latest") -> int:
         """`eligibleNodesForDay(day)` as of `block` (the collector reads it at the block it
         processes)."""
         value: int = await self.contract.functions.eligibleNodesForDay(day).call(
