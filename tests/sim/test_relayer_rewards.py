@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from sim.contract import DataMarketClient, ProtocolStateClient, deploy_protocol_
 from sim.ethtester import async_web3, deterministic_tester, mine
 from sim.relayer import DISPATCHER_TOKEN, Relayer
 from sim.reward_updates import UPDATE_REWARDS_FIELDS, problem_with_update_rewards
+from sim.rpc_server import TesterRpcServer
 
 MARKET = "0x0C2E22fe7526fAeF28E7A58c84f8723dEFcE200c"
 PATH = "/submitUpdateRewards"
@@ -237,3 +239,38 @@ async def test_an_update_the_chain_refuses_is_a_violation_not_resent() -> None:
         assert await relayer.submit_rewards(client) == 0
         [line] = relayer.chain_violations()
         assert "unknown data market" in line
+
+
+@pytest.mark.anyio
+async def test_the_chain_answers_eligible_nodes_over_json_rpc_at_a_block() -> None:
+    """What the collector's P2 reads: `eth_call` of eligibleNodesForDay(X) at the market
+    address, pinned to the block it processes, over the simulation's JSON-RPC server."""
+    tester = deterministic_tester(seed=4, genesis_timestamp=1_700_000_000, block_time=2)
+    with TesterRpcServer(tester) as server:
+        w3 = server.async_web3()
+        client = ProtocolStateClient(w3, await deploy_protocol_state(w3))
+        market = await client.create_data_market_contract()
+        p2 = body(dataMarketAddress=market, slotIDs=[], submissionsList=[], day=2, eligibleNodes=7)
+        with Relayer(auth_token=DISPATCHER_TOKEN) as relayer:
+            assert await post(relayer.url + PATH, p2) == 200
+            before = tester.get_block_by_number("latest")["number"]
+            assert await relayer.submit_rewards(client) == 1
+        data = (
+            "0x" + (keccak(text="eligibleNodesForDay(uint256)")[:4] + (2).to_bytes(32, "big")).hex()
+        )
+
+        async def eligible_at(block: int) -> int:
+            request = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "eth_call",
+                "params": [{"to": market, "data": data}, hex(block)],
+            }
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(server.url, json=request) as response,
+            ):
+                return int((await response.json())["result"], 16)
+
+        assert await eligible_at(before) == 0
+        assert await eligible_at(before + 1) == 7
