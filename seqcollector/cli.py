@@ -395,6 +395,42 @@ def _log_to(file: IO[str]) -> None:
     )
 
 
+@main.command()
+@config_option
+@click.option(
+    "--namespace",
+    default="seqcollector",
+    show_default=True,
+    help="The namespace whose stored state says which windows are open (as given to run).",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
+@one_line_errors
+def cleanup(config_path: str | None, namespace: str, dry_run: bool) -> None:
+    """Delete stale keys: submission sets of batched epochs, fired day-rollover markers and
+    the Go collector's dead epoch markers (judged on the namespace's stored state)."""
+    from seqcollector.config import load_settings
+    from seqcollector.runtime.cleanup import cleanup_command
+
+    settings = load_settings(config_path).require_chain()
+    report = anyio.run(cleanup_command, settings, namespace, dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    table = Table(title=f"cleanup of namespace {namespace!r}{' (dry run)' if dry_run else ''}")
+    for column in ("family", "scanned", "stale", verb):
+        table.add_column(column)
+    scanned = {f: r for f, r in report.families.items() if r.scanned}
+    for family, r in scanned.items():
+        count = r.stale if dry_run else r.deleted
+        table.add_row(family, str(r.scanned), str(r.stale), str(count))
+    out = Console(soft_wrap=True, highlight=False)
+    out.print(table)
+    for family, r in scanned.items():
+        for example in r.examples:  # whole key names, not cut to the table's width
+            out.print(Text(f"{family}: {example}"))
+    total = report.stale if dry_run else report.deleted
+    done = "" if report.complete else " (the pass budget ran out: run it again for the rest)"
+    out.print(Text(f"{verb} {total} keys in {report.round_trips} round trips{done}"))
+
+
 @main.command("check-config")
 @config_option
 @click.option(

@@ -36,6 +36,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from seqcollector.config import Settings, mask_url
 from seqcollector.core import State, load_state
 from seqcollector.core.retention import (
     GO_MARKER_DETAILS_PREFIX,
@@ -50,7 +51,10 @@ from seqcollector.core.retention import (
     parse_epoch,
     verdict,
 )
+from seqcollector.errors import DependencyError, SettingsError
+from seqcollector.runtime.executor import redis_client
 from seqcollector.runtime.layout import StoreLayout
+from seqcollector.runtime.startup import describe_failure
 
 log = structlog.get_logger(__name__)
 
@@ -61,8 +65,9 @@ PROGRESS_EVERY_SCANS = 100
 EXAMPLES_KEPT = 5
 
 
-class NoStoredState(Exception):
-    """The namespace holds no committed state: which windows are open is unknown."""
+class NoStoredState(SettingsError):
+    """The namespace holds no committed state (or one this version cannot read): which
+    windows are open is unknown (exit 2: the namespace or the version is to fix)."""
 
 
 class FamilyReport(msgspec.Struct):
@@ -364,14 +369,78 @@ async def run_beside(
 ) -> None:
     """Run `main` with `background` beside it; cancel `background` when `main` ends. An
     exception of `main` propagates as itself (not wrapped in an exception group)."""
-    failed: list[Exception] = []
+    failed: list[BaseException] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(background)
         try:
             await main()
-        except Exception as exc:  # re-raised below, outside the task group
+        except anyio.get_cancelled_exc_class():
+            raise  # the task group passes a cancellation on as it is
+        except BaseException as exc:  # re-raised below, outside the task group
             failed.append(exc)
         finally:
             tg.cancel_scope.cancel()
     if failed:
         raise failed[0]
+
+
+async def cleanup_at_start(settings: Settings, redis: aioredis.Redis, namespace: str) -> None:
+    """`run`'s start-up pass when INIT_CLEANUP_ENABLED=true, after the stored state was
+    loaded; a failure is logged and the start goes on (the periodic pass tries again)."""
+    if not settings.init_cleanup_enabled:
+        return
+    try:
+        await cleanup_namespace(
+            redis,
+            namespace,
+            settings.data_market_addresses,
+            op_timeout_s=settings.timeouts.redis_operation,
+        )
+    except (RedisError, TimeoutError, OSError, NoStoredState) as exc:
+        log.warning(
+            "cleanup_failed",
+            when="start-up (INIT_CLEANUP_ENABLED)",
+            error=f"{type(exc).__name__}: {exc}",
+            action=f"the collector starts anyway; the periodic pass runs in "
+            f"{PERIODIC_INTERVAL_S:.0f} s",
+        )
+
+
+def periodic_cleanup_for(
+    settings: Settings, redis: aioredis.Redis, namespace: str
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """The periodic pass of `run` (every PERIODIC_INTERVAL_S), to run beside the collector."""
+    return partial(
+        periodic_cleanup,
+        redis,
+        namespace,
+        settings.data_market_addresses,
+        op_timeout_s=settings.timeouts.redis_operation,
+    )
+
+
+async def cleanup_command(
+    settings: Settings, namespace: str, dry_run: bool, budget_s: float = PASS_BUDGET_S
+) -> CleanupReport:
+    """`seqcollector cleanup [--dry-run]`: one pass judged on the namespace's stored state,
+    refused (NoStoredState) without one. Redis unreachable: DependencyError, one line."""
+    redis = redis_client(settings.redis_url())
+    budget = settings.timeouts.redis_operation
+    try:
+        return await cleanup_namespace(
+            redis,
+            namespace,
+            settings.data_market_addresses,
+            dry_run=dry_run,
+            op_timeout_s=budget,
+            budget_s=budget_s,
+            require_state=True,
+        )
+    except (RedisError, TimeoutError, OSError) as exc:
+        raise DependencyError(
+            f"Redis at {mask_url(settings.redis_url())}: {describe_failure(exc, budget)} "
+            "(cleanup, TIMEOUT_REDIS_OPERATION per round trip); check that Redis is up and "
+            "answering"
+        ) from None
+    finally:
+        await redis.aclose()

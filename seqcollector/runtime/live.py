@@ -28,9 +28,11 @@ from web3.providers.async_base import AsyncBaseProvider
 from seqcollector.config import Settings, mask_url
 from seqcollector.core.history import anchor_refs
 from seqcollector.errors import DependencyError
+from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for, run_beside
 from seqcollector.runtime.collector import Collector
 from seqcollector.runtime.executor import RedisExecutor, redis_client
 from seqcollector.runtime.failures import FailureReporter
+from seqcollector.runtime.migration import migrate_at_start
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.progress import CatchUpProgress
@@ -138,6 +140,8 @@ async def run_live(
                 "TIMEOUT_REDIS_OPERATION); check that Redis is up and answering"
             ) from None
         stack.push_async_callback(pipeline.close)
+        await migrate_at_start(settings, redis, namespace, reporter)  # before the tables
+        await cleanup_at_start(settings, redis, namespace)  # the open windows are known now
         known = [(b.number, b.hash) for b in pipeline.state.blocks]
         first = first_block(
             known[-1][0] if known else None, settings.start_block, head, settings.confirmations
@@ -206,7 +210,7 @@ async def run_live(
                 handle_signals=handle_signals,
             )
             try:
-                await collector.run()
+                await run_beside(collector.run, periodic_cleanup_for(settings, redis, namespace))
             finally:
                 await dispatcher.aclose()
     return pipeline.digest.hexdigest() if pipeline.digest is not None else None

@@ -44,10 +44,14 @@ import anyio
 import msgspec
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import RedisError
 
+from seqcollector.config import Settings
 from seqcollector.core import keys
 from seqcollector.core.addresses import checksum
+from seqcollector.errors import DependencyError
 from seqcollector.runtime.failures import Failure, FailureReporter
+from seqcollector.runtime.startup import describe_failure
 
 log = structlog.get_logger(__name__)
 
@@ -411,3 +415,35 @@ async def migrate_markets(
                 always=True,
             )
     return reports
+
+
+async def migrate_at_start(
+    settings: Settings, redis: aioredis.Redis, namespace: str, reporter: FailureReporter
+) -> list[MigrationReport]:
+    """`run`'s start-up step, before the start-up tables are written: every mapping when
+    ENABLE_MARKET_MIGRATION=true (else nothing). A Redis failure stops the start, one line."""
+    if not settings.enable_market_migration:
+        return []
+    if not settings.market_migration_mappings:
+        log.warning(
+            "market_migration_no_mappings",
+            action="ENABLE_MARKET_MIGRATION=true but MARKET_MIGRATION_MAPPINGS is empty: "
+            "nothing to migrate",
+        )
+        return []
+    budget = settings.timeouts.redis_operation
+    try:
+        return await migrate_markets(
+            redis,
+            namespace,
+            settings.market_migration_mappings,
+            settings.market_migration_days,
+            op_timeout_s=budget,
+            reporter=reporter,
+        )
+    except (RedisError, TimeoutError) as exc:
+        raise DependencyError(
+            f"Redis: market migration (MARKET_MIGRATION_MAPPINGS) failed: "
+            f"{describe_failure(exc, budget)}; nothing was overwritten, restart to finish it "
+            "(only keys absent at the new market are copied)"
+        ) from None
