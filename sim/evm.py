@@ -309,6 +309,7 @@ class _Runner:
                 timeouts,
                 self.journal,
                 reader=self.executor.reader(),
+                check_invariants=True,
             )
             try:
                 await pipeline.open()

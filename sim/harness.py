@@ -183,7 +183,14 @@ async def _run_fast(
         total_steps = world.spec.blocks + 1 + sum(d + 1 for _, d in world.spec.reorgs)
         busy = 0.0
         while True:
-            pipeline = Pipeline(executor, config, Timeouts(), journal, reader=executor.reader())
+            pipeline = Pipeline(
+                executor,
+                config,
+                Timeouts(),
+                journal,
+                reader=executor.reader(),
+                check_invariants=True,
+            )
             await pipeline.open()
             source = world_apart or LockstepSource(
                 steps,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from eth_abi.abi import encode as abi_encode
 
-from seqcollector.core import keys
+from seqcollector.core import invariants, keys
 from seqcollector.core.abi import (
     BATCH_SUBMISSIONS_COMPLETED,
     DAY_STARTED,
@@ -210,6 +210,7 @@ def drive(world: SyntheticWorld, config: CoreConfig) -> Iterator[Input]:
     for inp in world.inputs():
         yield inp
         _, effects = step(state, inp)
+        invariants.check(state)
         for effect in effects:
             if isinstance(effect, QuerySubmissionSets):
                 answer = SubmissionSets(
@@ -217,6 +218,7 @@ def drive(world: SyntheticWorld, config: CoreConfig) -> Iterator[Input]:
                 )
                 yield answer
                 step(state, answer)
+                invariants.check(state)
 
 
 class SyntheticSource:

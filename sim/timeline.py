@@ -7,7 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from seqcollector.core import new_state, step
+from seqcollector.core import invariants, new_state, step
 from seqcollector.core.addresses import checksum
 from seqcollector.core.effects import Effect, ListPush, QuerySubmissionSets, SetValue
 from seqcollector.core.state import BlockRef
@@ -56,6 +56,7 @@ def replay_timeline(journal: Path, effects_out: Path | None = None) -> Timeline:
         for _, _, inp in read_inputs(journal):
             before = {(lc, e) for lc, ms in state.domain.markets.items() for e in ms.windows}
             _, effects = step(state, inp)
+            invariants.check(state)
             digest.add(effects)
             head = state.head
             for lc, ms in state.domain.markets.items():

@@ -14,6 +14,12 @@ from __future__ import annotations
 
 import msgspec
 
+from seqcollector.core import keys
+from seqcollector.core.addresses import checksum
+from seqcollector.core.effects import Alert, Effect, ListPush, RelayerCall, SetValue
+from seqcollector.core.reporting import clip, count, outbox_id
+from seqcollector.core.state import State
+
 _encoder = msgspec.json.Encoder()
 
 SLOT_MAX = 2**64 - 1  # slot ids are uint64 downstream (the finalizer, the relayer's uint256[])
@@ -104,3 +110,63 @@ def finalizer_item(
     return go_json(
         {"DataMarketAddress": market_eip55, "EpochID": epoch, "BatchID": batch_id, "Batch": batch}
     )
+
+
+def emit_batches(
+    state: State, lc: str, epoch: int, batches: list[dict[str, list[str]]], out: list[Effect]
+) -> None:
+    """An epoch's batches: the finalizer items and batch keys, the batch count and the
+    relayer's `submitBatchSize` (through the outbox)."""
+    eip55, cfg = checksum(lc), state.config
+    for batch_id, batch in enumerate(batches, start=1):
+        out.append(ListPush(keys.FINALIZER_QUEUE, finalizer_item(eip55, epoch, batch_id, batch)))
+        out.append(
+            SetValue(keys.batch_submissions(lc, epoch, batch_id), go_json(batch), cfg.batch_ttl_s)
+        )
+    n = len(batches)
+    out.append(SetValue(keys.batch_count(lc, epoch), str(n), cfg.batch_ttl_s))
+    body: dict[str, object] = {"dataMarketAddress": eip55, "epochID": epoch, "batchSize": n}
+    out.append(
+        RelayerCall(outbox_id("submitBatchSize", state, lc, epoch), "/submitBatchSize", body)
+    )
+
+
+_SKIP_EXAMPLES = 3
+
+
+def report_skipped(
+    state: State,
+    out: list[Effect],
+    lc: str,
+    epoch: int,
+    sets: int,
+    skipped: list[tuple[str, str, str]],
+) -> None:
+    """Count what a window's sets held that could not be batched, by reason, and alert once
+    for the window, naming the market, epoch, keys and (shortened) members. The window is
+    batched with the rest: one bad submission never stops a market, let alone the others.
+
+    `skipped`: (reason, key or "", detail: the shortened member or the key's type)."""
+    by_reason: dict[str, int] = {}
+    named = sorted((_reason(reason), key, detail) for reason, key, detail in skipped)
+    for reason, _, _ in named:
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    for name, n in sorted(by_reason.items()):
+        count(state, name, n)
+    counts = ", ".join(f"{name} {n}" for name, n in sorted(by_reason.items()))
+    examples = "; ".join(
+        f"{reason} {clip(detail)} in "
+        + (clip(key, 160) if key else f"one of the window's {sets} sets")
+        for reason, key, detail in named[:_SKIP_EXAMPLES]
+    )
+    message = (
+        f"market {checksum(lc)} epoch {epoch}: skipped {len(skipped)}"
+        f" entr{'y' if len(skipped) == 1 else 'ies'} of the window's"
+        f" submission sets ({counts}), batched the rest; {examples}. Upstream (the dequeuer)"
+        " wrote them: a member must be <market>.<epoch>.<project>.<slot> in a set"
+    )
+    out.append(Alert(outbox_id("skipped", state, lc, epoch), "BatchPreparation", message, "Medium"))
+
+
+def _reason(reason: str) -> str:
+    return reason if reason in SKIP_REASONS else "other_skipped"

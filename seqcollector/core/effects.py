@@ -47,6 +47,11 @@ class QuerySubmissionSets(msgspec.Struct, tag="query", frozen=True):
     keys: list[str]
 
 
+Query = QuerySubmissionSets
+"""Every kind of query the core asks (one answer input type each: `core.queries`)."""
+QUERY_EFFECTS = (QuerySubmissionSets,)
+
+
 class RelayerCall(msgspec.Struct, tag="relayer", frozen=True):
     """POST `path` on TX_RELAYER_URL; the dispatcher adds `authToken` (never journaled)."""
 

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from seqcollector.core.state import BlockRef, EmittedEpochs, State
+from seqcollector.core.state import BlockRef, EmittedEpochs, Phase, State
 
+PRUNE_EVERY = 128  # prune history in chunks, not on every block
 MAX_KEYS_DELETED = 100_000  # BlockHashByNumberKey deletions per rewind; older keys expire
 _LEVELS = 63  # numbers are < 2^62 (see machine._MAX): 0 counts as the top level
 
@@ -111,6 +112,35 @@ def replaced_block_keys(to_block: int, head: int) -> tuple[int, int]:
     """The block numbers [first, last] whose BlockHashByNumberKey a rewind to `to_block`
     from `head` deletes: (to_block, head], the newest MAX_KEYS_DELETED of them."""
     return max(to_block + 1, head - MAX_KEYS_DELETED + 1, 0), head
+
+
+def is_emitted(state: State, lc: str, epoch: int) -> bool:
+    """Were the batches of (lc, epoch) emitted (at most once, ever: `core.windows`)?"""
+    e = state.emitted.get(lc)
+    if e is None:
+        return False
+    i = bisect_left(e.epochs, epoch)
+    return epoch <= e.floor or (i < len(e.epochs) and e.epochs[i] == epoch)
+
+
+def prune(state: State) -> None:
+    """Every PRUNE_EVERY blocks, drop the blocks and snapshots no rewind of max_reorg_depth
+    and no open window needs."""
+    head = state.blocks[-1].number
+    if head % PRUNE_EVERY:
+        return
+    keep_from = head - state.config.max_reorg_depth
+    for ms in state.domain.markets.values():
+        for w in ms.windows.values():
+            if w.phase is Phase.OPEN:
+                keep_from = min(keep_from, w.opened_at)
+    if state.blocks[0].number < keep_from:
+        state.blocks = state.blocks[keep_from - state.blocks[0].number :]
+    # keep the newest snapshot below the limit: it is the base of the deepest rewind
+    limit = head - state.config.max_reorg_depth
+    base = bisect_left(state.snapshots, limit, key=lambda s: s.block) - 1
+    if base > 0:
+        state.snapshots = state.snapshots[base:]
 
 
 def mark_emitted(state: State, lc: str, epoch: int, release: int, kept: int) -> None:

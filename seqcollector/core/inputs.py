@@ -74,4 +74,7 @@ class Tick(msgspec.Struct, tag="tick", frozen=True):
     now: int
 
 
+Answer = SubmissionSets
+"""Every answer to a query (`core.queries`): each carries its query's id, market and epoch."""
+
 Input = Block | Log | MarketParams | SubmissionSets | Rewind | Tick

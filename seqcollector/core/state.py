@@ -3,14 +3,36 @@
 `Domain` is what a reorg rewinds (windows, days, pending queries); the rest is history that
 a rewind must not undo: which epochs were already batched (at most once, ever), counters
 of rejected inputs, the query-id sequence.
+
+`STATE_FORMAT` is written into every stored state; `load_state` refuses a state of another
+format (`StateFormatError`, whose message says what to do) instead of misreading it.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
+from typing import Final
+
 import msgspec
 
 from seqcollector.core.config import CoreConfig
+from seqcollector.core.effects import Query
 from seqcollector.core.inputs import MarketParams
+
+STATE_FORMAT: Final = 2  # 1: before issue 9 (no `format` field, read as 0 or 1)
+
+
+class StateFormatError(ValueError):
+    """A stored state of another format than this version reads."""
+
+    def __init__(self, found: int) -> None:
+        self.found = found
+        super().__init__(
+            f"the stored core state is format {found}, this version of seqcollector reads "
+            f"format {STATE_FORMAT}: run the version that wrote it, or start this one on a new "
+            "namespace (--namespace) and, to carry history over, replay the recorded journal "
+            "into it (seqcollector replay JOURNAL --redis URL --namespace NEW)"
+        )
 
 
 class BlockRef(msgspec.Struct, array_like=True):
@@ -19,14 +41,26 @@ class BlockRef(msgspec.Struct, array_like=True):
     timestamp: int
 
 
+class Phase(IntEnum):
+    """Where a submission window is; `core.windows.advance` is the one place that moves it.
+
+    OPEN -> QUERIED (its deadline passed: the sets of its blocks are asked for) -> batched
+    (the answer arrived: the batches are emitted, the window is removed and its epoch is
+    recorded as emitted, `State.emitted`). A rewind may bring a window back to an earlier
+    phase (the domain as it was); an emitted epoch never gets a window again."""
+
+    OPEN = 0
+    QUERIED = 1
+    BATCHED = 2  # a target only: a batched window is removed, never stored
+
+
 class Window(msgspec.Struct):
     """The submission window of (market, epoch): blocks from `opened_at` with ts <= deadline."""
 
     epoch: int
     opened_at: int  # block number of the EpochReleased log
     deadline: int  # release block timestamp + snapshotSubmissionWindow
-    query_id: int | None = None  # set once closed and queried
-    headers: list[str] = []  # hashes of the window's blocks, set when closed
+    phase: Phase = Phase.OPEN
 
 
 class MarketState(msgspec.Struct):
@@ -42,9 +76,11 @@ class MarketState(msgspec.Struct):
 
 
 class Domain(msgspec.Struct):
-    """Everything a rewind restores: per-market windows, days and pending queries."""
+    """Everything a rewind restores: per-market windows and days, and the pending queries
+    (by id; each has an owner that must be live: `core.queries`)."""
 
     markets: dict[str, MarketState] = {}
+    queries: dict[int, Query] = {}
 
 
 class Snapshot(msgspec.Struct, array_like=True):
@@ -64,6 +100,7 @@ class EmittedEpochs(msgspec.Struct):
 
 class State(msgspec.Struct):
     config: CoreConfig
+    format: int = STATE_FORMAT
     domain: Domain = msgspec.field(default_factory=Domain)
     blocks: list[BlockRef] = []  # recent canonical blocks, oldest first
     snapshots: list[Snapshot] = []
@@ -88,8 +125,13 @@ def new_state(config: CoreConfig) -> State:
     return State(config=config, domain=domain)
 
 
+class _Format(msgspec.Struct):
+    format: int = 1  # states written before the field existed
+
+
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(State)
+_format_decoder = msgspec.msgpack.Decoder(_Format)
 _domain_decoder = msgspec.msgpack.Decoder(Domain)
 
 
@@ -98,6 +140,11 @@ def dump_state(state: State) -> bytes:
 
 
 def load_state(raw: bytes) -> State:
+    """Decode a stored state; `StateFormatError` if another format wrote it (msgspec's
+    DecodeError / ValidationError if it is damaged)."""
+    found = _format_decoder.decode(raw).format
+    if found != STATE_FORMAT:
+        raise StateFormatError(found)
     return _state_decoder.decode(raw)
 
 

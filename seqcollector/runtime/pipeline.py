@@ -1,7 +1,9 @@
 """The step loop shared by live runs and simulations: inputs in, one commit per group.
 
-`Pipeline.apply(group)` steps each input through the core, answers the core's submission-set
-queries from Redis right away (their results become inputs too, journaled in order), writes
+`Pipeline.apply(group)` steps each input through the core, answers the core's queries right
+away, each kind by its answerer (`Answerer`, chosen by the query's type from a table: the
+submission sets from Redis, `runtime.answers`), their answers become inputs too, journaled
+in order; it writes
 the inputs to the journal, then commits the group's effects, the new state and the
 checkpoint in one MULTI/EXEC. If anything fails before the commit lands, the in-memory state
 and the journal are put back as they were, so the same group can simply be applied again.
@@ -10,8 +12,9 @@ and the journal are put back as they were, so the same group can simply be appli
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import anyio
 import msgspec
@@ -28,13 +31,15 @@ from seqcollector.core import (
     State,
     SubmissionSets,
     dump_state,
+    invariants,
     load_state,
     new_state,
     pending_queries,
     step,
 )
-from seqcollector.core.effects import Effect, QuerySubmissionSets
-from seqcollector.core.state import BlockRef
+from seqcollector.core.effects import QUERY_EFFECTS, Effect, Query, QuerySubmissionSets
+from seqcollector.core.inputs import Answer
+from seqcollector.core.state import BlockRef, StateFormatError
 from seqcollector.journal import (
     EffectsDigest,
     JournalError,
@@ -48,6 +53,13 @@ from seqcollector.runtime.executor import RedisExecutor
 from seqcollector.runtime.workers import WorkerPool
 
 log = structlog.get_logger(__name__)
+
+
+class Answerer(Protocol):
+    """Answers one kind of query (reads only: Redis, a contract view), within the caller's
+    deadline; raises to have the whole group retried."""
+
+    async def answer(self, query: Any) -> Answer: ...
 
 
 class ResumeError(Exception):
@@ -114,10 +126,23 @@ class Pipeline:
         journal: Path | None = None,
         on_effects: Callable[[Sequence[Effect]], None] | None = None,
         workers: WorkerPool | None = None,
-        reader: SubmissionSetReader | None = None,
+        reader: Answerer | None = None,
+        answerers: Mapping[type[Any], Answerer] | None = None,
+        check_invariants: bool = False,
     ) -> None:
+        """`answerers`: the answerer of each query type; `reader` (the submission sets)
+        defaults to `SubmissionSetReader` on the executor's Redis. `check_invariants`: run
+        `core.invariants.check` after every step (tests and simulations)."""
         self.executor = executor
-        self.reader = reader or SubmissionSetReader(executor.redis)
+        table: dict[type[Any], Answerer] = {
+            QuerySubmissionSets: reader or SubmissionSetReader(executor.redis)
+        }
+        table.update(answerers or {})
+        missing = [t.__name__ for t in QUERY_EFFECTS if t not in table]
+        if missing:
+            raise ValueError(f"no answerer for the core's queries {missing}")
+        self.answerers: Mapping[type[Any], Answerer] = table
+        self.check_invariants = check_invariants
         self.config = config
         self.timeouts = timeouts or Timeouts()
         self.journal_path = journal
@@ -138,6 +163,8 @@ class Pipeline:
         if raw is not None and checkpoint is not None:
             try:
                 self.state = load_state(raw)
+            except StateFormatError as exc:
+                raise ResumeError(f"namespace {self.executor.namespace!r}: {exc}") from None
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise ResumeError(
                     f"namespace {self.executor.namespace!r}: the stored core state cannot be "
@@ -223,7 +250,7 @@ class Pipeline:
                     fed.append(inp)
                     out = self._step(inp, self.seq + len(fed))
                     effects.extend(out)
-                    queries = [e for e in out if isinstance(e, QuerySubmissionSets)]
+                    queries = [e for e in out if isinstance(e, QUERY_EFFECTS)]
                     queue[0:0] = await self._answer_all(queries)
                 if self._journal is not None:
                     self._journal.write_many(fed)
@@ -255,19 +282,24 @@ class Pipeline:
         """`core.step`; a raise (a bug in the core: it refuses bad input, never raises) becomes
         a `CoreStepError` naming the input."""
         try:
-            return step(self.state, inp)[1]
+            effects = step(self.state, inp)[1]
+            if self.check_invariants:
+                invariants.check(self.state)
         except Exception as exc:
             raise CoreStepError(seq, inp, exc) from exc
+        return effects
 
-    async def _answer_all(self, queries: Sequence[QuerySubmissionSets]) -> list[Input]:
-        """Read the sets of several windows (markets) at once, each on a pool worker; the
-        answers keep the queries' order, so the journal does not depend on timing."""
+    async def _answer_all(self, queries: Sequence[Query]) -> list[Input]:
+        """Answer several queries (windows, markets) at once, each on a pool worker by the
+        answerer of its kind; the answers keep the queries' order, so the journal does not
+        depend on timing."""
         answers: list[Input | None] = [None] * len(queries)
 
-        async def answer(i: int, query: QuerySubmissionSets) -> None:
+        async def answer(i: int, query: Query) -> None:
+            answerer = self.answerers[type(query)]
             async with self.workers.worker(f"market {query.market} epoch {query.epoch}"):
                 with anyio.fail_after(self.timeouts.market_processing):
-                    answers[i] = await self.reader.answer(query)
+                    answers[i] = await answerer.answer(query)
 
         try:
             with anyio.fail_after(self.timeouts.batch_preparation):

@@ -313,6 +313,25 @@ async def test_a_damaged_stored_state_stops_the_start_with_a_message(redis_backe
         await pipeline.open()
 
 
+async def test_a_stored_state_of_another_format_stops_the_start_saying_what_to_do(
+    redis_backend: Any,
+) -> None:
+    from seqcollector.core import dump_state, new_state
+    from seqcollector.runtime.pipeline import ResumeError
+
+    client = redis_backend.client()
+    config = SyntheticWorld(WorldSpec(blocks=4)).core_config()
+    old = msgspec.msgpack.decode(dump_state(new_state(config)))
+    del old["format"]  # as the versions before the state format was recorded wrote it
+    executor = RedisExecutor(client, "oldformat")
+    await executor.commit(1, 1, [], msgspec.msgpack.encode(old))
+    with pytest.raises(ResumeError) as raised:
+        await Pipeline(executor, config).open()
+    text = str(raised.value)
+    assert text.startswith("namespace 'oldformat': the stored core state is format 1")
+    assert "--namespace" in text and "seqcollector replay" in text and "\n" not in text
+
+
 async def test_a_clean_window_is_read_in_one_round_trip(redis_backend: Any) -> None:
     client, trips = redis_backend.counting_client()
     keys = [f"SnapshotCollector.{MARKET}.7.0x{h:064x}" for h in range(50)]

@@ -21,6 +21,7 @@ from seqcollector.core import (
     SubmissionSets,
     Tick,
     dump_state,
+    invariants,
     load_state,
     new_state,
     pending_queries,
@@ -29,6 +30,7 @@ from seqcollector.core import (
 from seqcollector.core.abi import EPOCH_RELEASED
 from seqcollector.core.config import CoreConfig
 from seqcollector.core.effects import Effect, ListPush
+from seqcollector.core.state import Phase
 
 PS = "0x" + "aa" * 20
 MARKETS = ["0x" + "0b" * 20, "0x" + "0c" * 20]
@@ -114,10 +116,14 @@ class CoreMachine(RuleBasedStateMachine):
             (lc, e)
             for lc, ms in self.state.domain.markets.items()
             for e, w in ms.windows.items()
-            if w.query_id is not None
+            if w.phase is Phase.QUERIED
         }
         assert {(q.market, q.epoch) for q in pending_queries(self.state)} == queried
         assert not any(key in self.batches for key in queried)  # never queried again
+
+    @invariant()
+    def core_invariants_hold(self) -> None:
+        invariants.check(self.state)
 
     @invariant()
     def state_round_trips(self) -> None:
