@@ -14,7 +14,7 @@ import functools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn, TypeVar, cast
+from typing import IO, Any, NoReturn, TextIO, TypeVar, cast
 
 import anyio
 import click
@@ -383,7 +383,7 @@ def sim(
     log_file.close()
 
 
-def _log_to(file: IO[str]) -> None:
+def _log_to(file: TextIO) -> None:
     """Structured logs of a long run go to a file: the terminal shows progress."""
     import logging
 

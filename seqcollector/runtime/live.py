@@ -48,6 +48,7 @@ from seqcollector.runtime.startup import (
 )
 from seqcollector.runtime.workers import WorkerPool
 from seqcollector.sources.follower import ChainFollower
+from seqcollector.sources.retrying import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -113,8 +114,7 @@ async def run_live(
     poll_s = min(1.0, max(settings.block_time / 4, 0.05))
     async with AsyncExitStack() as stack:
         stack.push_async_callback(redis.aclose)
-        timeout = settings.timeouts.block_fetch
-        pool = await open_pool(stack, "RPC_NODES", settings.rpc_nodes, timeout, retry, providers)
+        pool = await open_pool(stack, "RPC_NODES", settings.rpc_nodes, settings, retry, providers)
         nodes = f"RPC_NODES ({', '.join(pool.endpoints)})"
         fix_nodes = "check that RPC_NODES point at a running node of the chain"
         chain_head = partial(with_retries, nodes, fix_nodes, pool.head, retry)
@@ -150,7 +150,7 @@ async def run_live(
         await wait_for_block(chain_head, at, first, poll_s)
         if settings.archive_rpc_nodes:
             reader = await open_pool(
-                stack, "ARCHIVE_RPC_NODES", settings.archive_rpc_nodes, timeout, retry
+                stack, "ARCHIVE_RPC_NODES", settings.archive_rpc_nodes, settings, retry
             )
             readers = f"ARCHIVE_RPC_NODES ({', '.join(reader.endpoints)})"
         else:
@@ -165,10 +165,23 @@ async def run_live(
         params = await with_retries(
             readers,
             fix_readers,
-            partial(read_market_params, reader.request, config.protocol_state, config.markets, at),
+            partial(
+                read_market_params,
+                reader.request,
+                config.protocol_state,
+                config.markets,
+                at,
+                timeout_s=settings.contract_query_timeout,
+            ),
             retry,
         )
-        await check_markets(reader.request, config.protocol_state, params, at)
+        await check_markets(
+            reader.request,
+            config.protocol_state,
+            params,
+            at,
+            timeout_s=settings.contract_query_timeout,
+        )
         await pipeline.apply(params)
         follower = ChainFollower(
             pool,
@@ -179,6 +192,8 @@ async def run_live(
             anchors=[(a.number, a.hash) for a in anchor_refs(pipeline.state)],
             start_block=first,
             poll_interval_s=poll_s,
+            retry=Backoff.from_settings(settings),
+            attempt_timeout_s=settings.timeouts.block_fetch,
         )
         log.info(
             "starting",
@@ -190,15 +205,7 @@ async def run_live(
             markets=list(settings.markets_checksummed),
             days={p.market: p.day_counter for p in params},
         )
-        dispatcher = OutboxDispatcher(
-            redis,
-            namespace,
-            settings.tx_relayer_url,
-            settings.tx_relayer_auth_write_token,
-            settings.slack_reporting_url,
-            http_timeout_s=settings.http_timeout,
-            redis_timeout_s=settings.timeouts.redis_operation,
-        )
+        dispatcher = OutboxDispatcher.from_settings(redis, namespace, settings)
         with CatchUpProgress(console) as progress:
             collector = Collector(
                 pipeline,

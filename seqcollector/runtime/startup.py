@@ -17,6 +17,7 @@ have, a market the contract does not know) is a `SettingsError` (exit 2), not re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -196,13 +197,24 @@ def _tag(block: Block) -> str:
     return block if isinstance(block, str) else hex(block)
 
 
-async def _call(request: Request, method: str, params: list[Any], block: Block, what: str) -> str:
+async def _call(
+    request: Request,
+    method: str,
+    params: list[Any],
+    block: Block,
+    what: str,
+    timeout_s: float | None = None,
+) -> str:
     """One call as of `block` -> its 0x-hex result. A node's error answer for a past block
-    means it has not kept that block's state: StartupError saying to set ARCHIVE_RPC_NODES."""
+    means it has not kept that block's state: StartupError saying to set ARCHIVE_RPC_NODES.
+    `timeout_s` bounds the call (ContractQueryTimeout)."""
     try:
-        return _hex(await request(method, [*params, _tag(block)]))
+        with anyio.fail_after(math.inf if timeout_s is None else timeout_s):
+            return _hex(await request(method, [*params, _tag(block)]))
     except TransportError:
         raise  # no answer: retried by the caller
+    except TimeoutError:
+        raise ContractQueryTimeout(what, block, timeout_s or 0.0) from None
     except RpcError as exc:
         if block == "latest" or "revert" in exc.message.lower():
             raise StartupError(
@@ -213,6 +225,43 @@ async def _call(request: Request, method: str, params: list[Any], block: Block, 
             f"starts ({exc.message}): it does not keep the state of past blocks; set "
             "ARCHIVE_RPC_NODES to an archive node"
         ) from None
+
+
+class ContractQueryTimeout(TimeoutError):
+    """A contract view did not answer within CONTRACT_QUERY_TIMEOUT (retryable)."""
+
+    def __init__(self, what: str, block: Block, timeout_s: float) -> None:
+        super().__init__(
+            f"{what} as of block {block}: no answer within CONTRACT_QUERY_TIMEOUT "
+            f"({timeout_s:g} s); check the RPC node, or raise CONTRACT_QUERY_TIMEOUT"
+        )
+
+
+async def contract_view(
+    request: Request,
+    contract: str,
+    signature: str,
+    args: Sequence[tuple[str, Any]],
+    block: Block,
+    *,
+    timeout_s: float | None,
+    contract_name: str = "",
+) -> bytes:
+    """`eth_call` of the view `signature` (e.g. ``"eligibleNodesForDay(uint256)"``) of
+    `contract` with `args` as (ABI type, value) pairs, as of `block` -> the raw return data.
+    `contract_name` names it in errors (``ProtocolState``; default: its address).
+
+    Bounded by `timeout_s` (CONTRACT_QUERY_TIMEOUT; None: no bound of its own): raises
+    ContractQueryTimeout (a TimeoutError) naming the view and block. A node that has not
+    kept the block's state raises StartupError saying to set ARCHIVE_RPC_NODES; no answer at
+    all raises TransportError (RPC_MAX_RETRIES rounds already tried by the pool)."""
+    data = _selector(signature) + encode([t for t, _ in args], [v for _, v in args]).hex()
+    what = (
+        f"{signature.split('(')[0]}({', '.join(str(v) for _, v in args)}) of {checksum(contract)}"
+    )
+    call = {"to": checksum(contract), "data": data}
+    raw = await _call(request, "eth_call", [call], block, what, timeout_s)
+    return bytes.fromhex(raw[2:])
 
 
 async def check_contract(request: Request, protocol_state: str, block: Block = "latest") -> None:
@@ -240,31 +289,49 @@ async def check_contract(request: Request, protocol_state: str, block: Block = "
 
 
 async def read_market_params(
-    request: Request, protocol_state: str, markets: Sequence[str], block: Block = "latest"
+    request: Request,
+    protocol_state: str,
+    markets: Sequence[str],
+    block: Block = "latest",
+    *,
+    timeout_s: float | None = None,
 ) -> list[MarketParams]:
     """One `MarketParams` per market, read from the views as of `block` (its state: after
-    the block's transactions). A node that cannot answer for a past block raises a
-    StartupError saying to set ARCHIVE_RPC_NODES."""
+    the block's transactions), each view call bounded by `timeout_s` (CONTRACT_QUERY_TIMEOUT).
+    A node that cannot answer for a past block raises a StartupError saying to set
+    ARCHIVE_RPC_NODES."""
     out = []
     for market in markets:
         values = []
         for view in VIEWS:
-            data = _selector(f"{view}(address)") + encode(["address"], [checksum(market)]).hex()
-            call = {"to": checksum(protocol_state), "data": data}
-            what = f"ProtocolState.{view}({checksum(market)})"
-            raw = await _call(request, "eth_call", [call], block, what)
-            if len(raw) < 66:
+            args = [("address", checksum(market))]
+            raw = await contract_view(
+                request,
+                protocol_state,
+                f"{view}(address)",
+                args,
+                block,
+                timeout_s=timeout_s,
+                contract_name="ProtocolState",
+            )
+            if len(raw) < 32:
                 raise StartupError(
-                    f"market {checksum(market)}: ProtocolState.{view}(address) returned {raw!r}"
-                    f" at block {block}; is PROTOCOL_STATE_CONTRACT a ProtocolState?"
+                    f"market {checksum(market)}: ProtocolState.{view}(address) returned "
+                    f"{'0x' + raw.hex()!r} at block {block}; is PROTOCOL_STATE_CONTRACT a "
+                    "ProtocolState?"
                 )
-            values.append(int(raw[2:66], 16))
+            values.append(int.from_bytes(raw[:32], "big"))
         out.append(MarketParams(market, *values))
     return out
 
 
 async def check_markets(
-    request: Request, protocol_state: str, params: Sequence[MarketParams], block: Block
+    request: Request,
+    protocol_state: str,
+    params: Sequence[MarketParams],
+    block: Block,
+    *,
+    timeout_s: float | None = None,
 ) -> None:
     """Raise UnknownMarket for the first market the contract does not know at `block`: its
     views return 0 (no `dayCounter`, no `epochsInADay`). Such a market would never open a
@@ -274,7 +341,9 @@ async def check_markets(
             continue
         hint = "remove it from DATA_MARKET_ADDRESSES or fix the address"
         if block != "latest":
-            (now,) = await read_market_params(request, protocol_state, [p.market])
+            (now,) = await read_market_params(
+                request, protocol_state, [p.market], timeout_s=timeout_s
+            )
             if now.day_counter > 0 and now.epochs_in_a_day > 0:
                 hint = (
                     "it is one at the head, so it was created later: set SEQ_START_BLOCK "
@@ -302,13 +371,14 @@ async def open_pool(
     stack: AsyncExitStack,
     setting: str,
     urls: Sequence[str],
-    request_timeout_s: float,
+    settings: Settings,
     retry: StartupRetry,
     providers: Sequence[AsyncBaseProvider] = (),
 ) -> RpcPool:
-    """An RpcPool entered on `stack`; opening its WebSockets is bounded by the start-up
-    timeout (a node that accepts and never answers)."""
-    pool = RpcPool(urls, request_timeout_s=request_timeout_s, providers=providers)
+    """An RpcPool entered on `stack`, with the RPC_* request settings (`RpcPool.from_settings`);
+    opening its WebSockets is bounded by the start-up timeout (a node that accepts and never
+    answers)."""
+    pool = RpcPool.from_settings(urls, settings, providers=providers)
     stack.push_async_callback(pool.aclose)
     budget = max(retry.timeout_s, retry.min_attempt_s)
     try:
@@ -339,7 +409,7 @@ async def check_connections(settings: Settings, say: Callable[[str], None]) -> N
     say(f"Redis at {mask_url(url)}: PING answered, database selected (redis {version})")
     chains: dict[str, int] = {}
     heads: dict[str, int] = {}
-    timeout = settings.timeouts.block_fetch
+    views_s = settings.contract_query_timeout
     for setting, urls in (
         ("RPC_NODES", settings.rpc_nodes),
         ("ARCHIVE_RPC_NODES", settings.archive_rpc_nodes),
@@ -347,7 +417,7 @@ async def check_connections(settings: Settings, say: Callable[[str], None]) -> N
         for node in urls:
             shown = mask_url(node)
             async with AsyncExitStack() as stack:
-                pool = await open_pool(stack, setting, [node], timeout, retry)
+                pool = await open_pool(stack, setting, [node], settings, retry)
                 what = f"{setting} node {shown}"
                 fix = f"check that {setting} point at a running node"
                 chain = await with_retries(what, fix, partial(chain_id, pool.request), retry)
@@ -359,14 +429,14 @@ async def check_connections(settings: Settings, say: Callable[[str], None]) -> N
         raise SettingsError(f"RPC_NODES: the nodes are not on one chain: {listed}")
     ps = settings.protocol_state_contract
     async with AsyncExitStack() as stack:
-        pool = await open_pool(stack, "RPC_NODES", settings.rpc_nodes, timeout, retry)
+        pool = await open_pool(stack, "RPC_NODES", settings.rpc_nodes, settings, retry)
         fix = "check that RPC_NODES point at a running node of the chain"
         nodes = f"RPC_NODES ({', '.join(pool.endpoints)})"
         await with_retries(nodes, fix, partial(check_contract, pool.request, ps), retry)
         say(f"PROTOCOL_STATE_CONTRACT {checksum(ps)}: contract code found")
         if settings.archive_rpc_nodes:
             setting, urls = "ARCHIVE_RPC_NODES", settings.archive_rpc_nodes
-            reader = await open_pool(stack, setting, urls, timeout, retry)
+            reader = await open_pool(stack, setting, urls, settings, retry)
         else:
             reader = pool
         start = settings.start_block
@@ -378,9 +448,16 @@ async def check_connections(settings: Settings, say: Callable[[str], None]) -> N
             )
             return
         await with_retries(nodes, fix, partial(check_contract, reader.request, ps, at), retry)
-        read = partial(read_market_params, reader.request, ps, settings.data_market_addresses, at)
+        read = partial(
+            read_market_params,
+            reader.request,
+            ps,
+            settings.data_market_addresses,
+            at,
+            timeout_s=views_s,
+        )
         params = await with_retries(nodes, fix, read, retry)
-        await check_markets(reader.request, ps, params, at)
+        await check_markets(reader.request, ps, params, at, timeout_s=views_s)
     for p in params:
         say(
             f"market {checksum(p.market)}: known to the contract as of block {at} (dayCounter "

@@ -13,6 +13,11 @@ class SourceError(Exception):
     """A chain source could not get what it asked for; retrying later may succeed."""
 
 
+class FetchTimedOut(SourceError):
+    """One attempt of a chain read (a range of headers and logs, a canonical check) took
+    longer than BLOCK_FETCH_TIMEOUT; retried like any source failure."""
+
+
 class RpcError(SourceError):
     """A failed JSON-RPC request. `code` is the JSON-RPC error code when the node answered
     with an error object, None when there was no usable answer (see `TransportError`)."""

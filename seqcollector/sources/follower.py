@@ -55,6 +55,7 @@ from seqcollector.core.history import push_anchor
 from seqcollector.core.inputs import Block, Log, Rewind
 from seqcollector.core.state import BlockRef
 from seqcollector.sources.blocks import LogRanges, fetch_headers
+from seqcollector.sources.errors import FetchTimedOut
 from seqcollector.sources.heads import HeadWatcher
 from seqcollector.sources.retrying import Backoff, retry_forever
 from seqcollector.sources.rpc import RpcPool, SourceError
@@ -98,6 +99,7 @@ class ChainFollower:
         topics0: Sequence[str] = TOPICS0,
         anchors: Sequence[tuple[int, str]] = (),
         wait_log_s: float = 30.0,
+        attempt_timeout_s: float | None = None,
     ) -> None:
         if confirmations < 0 or max_reorg_depth < 1 or range_blocks < 1:
             raise ValueError("confirmations >= 0, max_reorg_depth >= 1, range_blocks >= 1")
@@ -123,6 +125,8 @@ class ChainFollower:
                 self._origin = ref
             push_anchor(self._anchors, ref)
         self.wait_log_s = wait_log_s
+        # BLOCK_FETCH_TIMEOUT: one attempt of a chain read (not the wait for a new head)
+        self.attempt_timeout_s = attempt_timeout_s
         self._wait_logged: tuple[int, float] | None = None  # (block, when) last logged
         self.chain_head: int | None = None  # None until the first head is seen
         self.next_block = -1  # set from the head, `known` or `start_block` when iterating
@@ -370,4 +374,24 @@ class ChainFollower:
         first: int | None = None,
         last: int | None = None,
     ) -> T:
+        if self.attempt_timeout_s is not None and operation != "wait_for_head":
+            fn = partial(self._bounded, operation, fn, self.attempt_timeout_s, first, last)
         return await retry_forever(operation, fn, self.retry, self._pool, first, last)
+
+    @staticmethod
+    async def _bounded(
+        operation: str,
+        fn: Callable[[], Awaitable[T]],
+        timeout_s: float,
+        first: int | None,
+        last: int | None,
+    ) -> T:
+        """`fn()` within BLOCK_FETCH_TIMEOUT, else FetchTimedOut (retried)."""
+        try:
+            with anyio.fail_after(timeout_s):
+                return await fn()
+        except TimeoutError:
+            blocks = f" of blocks {first}..{last}" if first is not None else ""
+            raise FetchTimedOut(
+                f"{operation}{blocks} took longer than BLOCK_FETCH_TIMEOUT ({timeout_s:g} s)"
+            ) from None

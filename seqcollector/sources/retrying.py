@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import structlog
@@ -19,7 +19,12 @@ from tenacity.wait import wait_exponential_jitter
 
 from seqcollector.sources.rpc import RpcError, RpcPool, SourceError, TransportError
 
+if TYPE_CHECKING:
+    from seqcollector.config import Settings
+
 log = structlog.get_logger(__name__)
+
+MIN_WAIT_S = 0.01  # RPC_RETRY_DELAY_MS=0 still yields to the loop between attempts
 
 T = TypeVar("T")
 
@@ -31,6 +36,12 @@ class Backoff:
 
     first_s: float = 0.5
     max_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Backoff:
+        """RPC_RETRY_DELAY_MS (at least 10 ms) and RPC_MAX_RETRY_DELAY_S."""
+        first = max(settings.rpc_retry_delay_ms / 1000, MIN_WAIT_S)
+        return cls(first_s=first, max_s=max(settings.rpc_max_retry_delay_s, first))
 
 
 async def retry_forever(

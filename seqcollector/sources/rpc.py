@@ -11,6 +11,13 @@ JSON-RPC requests to the healthiest one:
 - healthy endpoints are tried in the configured order (those known to have `min_block`
   first), then the demoted ones, least bad first; so a request always has somewhere to go.
 
+When every endpoint failed a request that way, the whole round is tried again up to
+`max_retries` times (RPC_MAX_RETRIES), waiting `retry_delay_s * 2**n` plus jitter, at most
+`max_retry_delay_s` (RPC_RETRY_DELAY_MS, RPC_MAX_RETRY_DELAY_S), before `TransportError`
+reaches the caller; each request on the wire is bounded by `request_timeout_s`
+(RPC_REQUEST_TIMEOUT_S). `max_retries=0`: one round, so a failing node fails over or fails
+at once. `from_settings` builds a pool with those four settings.
+
 A JSON-RPC error answer (`{"error": ...}`) is raised as `RpcError` with its code and is not
 a reason to try elsewhere: the node answered, and the answer is about the request (a too-wide
 `eth_getLogs` range, say). Callers that retry may `demote()` the endpoint themselves.
@@ -22,16 +29,18 @@ per JSON-RPC method (each call of a batch counts), batches, errors and demotions
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 from aiohttp import ClientSession, ClientTimeout
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
 from web3 import AsyncWeb3
 from web3.providers import AsyncHTTPProvider
 from web3.providers.async_base import AsyncBaseProvider
@@ -45,6 +54,9 @@ from seqcollector.sources.endpoints import (
 )
 from seqcollector.sources.errors import RpcError, SourceError, TransportError, quantity
 from seqcollector.sources.gather import gather
+
+if TYPE_CHECKING:
+    from seqcollector.config import Settings
 
 __all__ = ["RpcError", "RpcPool", "Socket", "SourceError", "TransportError", "quantity"]
 
@@ -79,6 +91,9 @@ class RpcPool:
         demote_s: float = 30.0,
         providers: Sequence[AsyncBaseProvider] | None = None,
         batch_concurrency: int = 8,
+        max_retries: int = 0,
+        retry_delay_s: float = 0.5,
+        max_retry_delay_s: float = 30.0,
     ) -> None:
         given = list(providers or ())
         all_providers = [make_provider(u, request_timeout_s) for u in urls] + given
@@ -90,10 +105,34 @@ class RpcPool:
         self.max_lag_blocks = max_lag_blocks
         self.demote_s = demote_s
         self.batch_concurrency = batch_concurrency
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.max_retries = max_retries
+        self.retry_delay_s = retry_delay_s
+        self.max_retry_delay_s = max_retry_delay_s
+        self.rounds_retried = 0
         self.best_head: int | None = None
         self.stats: dict[str, dict[str, int]] = {
             key: {} for key in ("requests", "calls", "batches", "errors", "demotions")
         }
+
+    @classmethod
+    def from_settings(
+        cls,
+        urls: Sequence[str],
+        settings: Settings,
+        providers: Sequence[AsyncBaseProvider] | None = None,
+    ) -> RpcPool:
+        """A pool over `urls` with RPC_REQUEST_TIMEOUT_S, RPC_MAX_RETRIES, RPC_RETRY_DELAY_MS
+        and RPC_MAX_RETRY_DELAY_S."""
+        return cls(
+            urls,
+            request_timeout_s=settings.rpc_request_timeout_s,
+            providers=providers,
+            max_retries=settings.rpc_max_retries,
+            retry_delay_s=settings.rpc_retry_delay_ms / 1000,
+            max_retry_delay_s=settings.rpc_max_retry_delay_s,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -170,18 +209,22 @@ class RpcPool:
         raise ValueError/KeyError/TypeError/IndexError to reject a result as unusable (e.g. a
         block the endpoint does not have yet): that endpoint is demoted and the next tried.
         Raises `RpcError` (the node's error answer) or `TransportError` (every endpoint tried
-        failed; the last failure).
+        failed in each of the 1 + `max_retries` rounds; the last failure).
         """
-        failure: RpcError | None = None
-        for ep in self._order(min_block):
-            try:
-                result = await self._send(ep, method, params)
-                return result if decode is None else self._decoded(ep, method, result, decode)
-            except TransportError as exc:
-                self.demote(ep.name, exc.message)
-                failure = exc
-        assert failure is not None
-        raise failure
+
+        async def round_() -> Any:
+            failure: RpcError | None = None
+            for ep in self._order(min_block):
+                try:
+                    result = await self._send(ep, method, params)
+                    return result if decode is None else self._decoded(ep, method, result, decode)
+                except TransportError as exc:
+                    self.demote(ep.name, exc.message)
+                    failure = exc
+            assert failure is not None
+            raise failure
+
+        return await self._rounds(method, round_)
 
     async def batch(
         self,
@@ -199,16 +242,57 @@ class RpcPool:
         """
         if not calls:
             return [] if decode is None else decode([])
-        failure: RpcError | None = None
-        for ep in self._order(min_block):
-            try:
-                results = await self._send_batch(ep, calls)
-                return results if decode is None else self._decoded(ep, "batch", results, decode)
-            except TransportError as exc:
-                self.demote(ep.name, exc.message)
-                failure = exc
-        assert failure is not None
-        raise failure
+
+        async def round_() -> Any:
+            failure: RpcError | None = None
+            for ep in self._order(min_block):
+                try:
+                    results = await self._send_batch(ep, calls)
+                    return (
+                        results if decode is None else self._decoded(ep, "batch", results, decode)
+                    )
+                except TransportError as exc:
+                    self.demote(ep.name, exc.message)
+                    failure = exc
+            assert failure is not None
+            raise failure
+
+        return await self._rounds("batch", round_)
+
+    async def _rounds(self, method: str, round_: Callable[[], Awaitable[Any]]) -> Any:
+        """`round_()` (one try of every endpoint), again on TransportError up to
+        `max_retries` times with jittered exponential backoff."""
+        if self.max_retries == 0:
+            return await round_()
+
+        def retried(state: RetryCallState) -> None:
+            self.rounds_retried += 1
+            exc = state.outcome.exception() if state.outcome is not None else None
+            log.warning(
+                "rpc_request_retry",
+                method=method,
+                attempt=state.attempt_number,
+                of=self.max_retries + 1,
+                retry_in_s=round(state.next_action.sleep, 3) if state.next_action else None,
+                error=str(exc)[:300],
+            )
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait_exponential_jitter(
+                multiplier=self.retry_delay_s,
+                max=self.max_retry_delay_s,
+                jitter=self.retry_delay_s,
+            ),
+            retry=retry_if_exception_type(TransportError),
+            before_sleep=retried,
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await round_()
+        raise AssertionError("unreachable: the last attempt re-raises")
 
     async def head(self) -> int:
         """`eth_blockNumber` on every healthy endpoint at once -> the highest head.
