@@ -234,6 +234,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 max_reorg_depth=self.max_reorg_depth,
                 attestor_queue_push_enabled=self.attestor_queue_push_enabled,
                 slot_submissions_ttl_s=self.slot_submissions_ttl_s,
+                rewards=self.features.rewards,
+                rewards_update_batch_size=self.rewards_update_batch_size,
+                rewards_update_epoch_interval=self.rewards_update_epoch_interval,
+                past_days_buffer=self.past_days_buffer,
+                periodic_eligible_count_alerts=self.periodic_eligible_count_alerts,
             )
         except ValueError as exc:  # only hand-built Settings get here: load_settings checks
             raise ConfigError("core configuration", str(exc)) from None

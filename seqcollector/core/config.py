@@ -20,6 +20,9 @@ RANGES: Final[dict[str, tuple[int, int]]] = {
     "batch_ttl_s": (1, 10 * YEAR_S),
     "slot_submissions_ttl_s": (1, 10 * YEAR_S),
     "emitted_epochs_kept": (1, 10_000_000),
+    "rewards_update_batch_size": (1, 100_000),
+    "rewards_update_epoch_interval": (1, 1_000_000),
+    "past_days_buffer": (0, 10_000),
 }
 MAX_MARKETS: Final = 1_000
 
@@ -40,6 +43,14 @@ class CoreConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     batch_ttl_s: int = 24 * 3600
     slot_submissions_ttl_s: int = 7 * 24 * 3600
     emitted_epochs_kept: int = 4096
+    # Reward updates and day-rollover markers (`core.days`, `core.rewards`). Off when a
+    # journal or state written before they existed is read (what that version did); the
+    # settings turn them on by default (SEQ_FEATURE_REWARDS, as the Go collector sends them).
+    rewards: bool = False
+    rewards_update_batch_size: int = 50
+    rewards_update_epoch_interval: int = 50
+    past_days_buffer: int = 5
+    periodic_eligible_count_alerts: bool = True
 
     def __post_init__(self) -> None:
         for name, (lo, hi) in RANGES.items():

@@ -62,6 +62,56 @@ class SubmissionSets(msgspec.Struct, tag="submission_sets", frozen=True, omit_de
     skipped: list[Skipped] = []
 
 
+class NodeCounts(msgspec.Struct, tag="node_counts", frozen=True, omit_defaults=True):
+    """The answer to `QueryNodeCounts`: `TotalNodesCount` (None: missing or not an integer)
+    and, of slots 1..N, those whose count is a present integer, ascending, with their counts;
+    `malformed`: counts present but not integers (left out)."""
+
+    query_id: int
+    market: str
+    epoch: int
+    total_nodes: int | None
+    slots: list[int] = []
+    counts: list[int] = []
+    malformed: int = 0
+
+
+class DaySet(msgspec.Struct, tag="day_set", frozen=True, omit_defaults=True):
+    """The answer to `QueryDaySet`: the set's size, and its integer members whose count is a
+    present integer, ascending, with their counts; `malformed`: members or counts left out
+    for not being integers."""
+
+    query_id: int
+    market: str
+    epoch: int
+    size: int
+    slots: list[int] = []
+    counts: list[int] = []
+    malformed: int = 0
+
+
+class PastDays(msgspec.Struct, tag="past_days", frozen=True, omit_defaults=True):
+    """The answer to `QueryPastDays`: each asked day's set size (in the query's order), and
+    the integer members of `members_of`'s set, ascending."""
+
+    query_id: int
+    market: str
+    epoch: int
+    sizes: list[int]
+    members: list[int] = []
+
+
+class EligibleOnChain(msgspec.Struct, tag="eligible_on_chain", frozen=True, omit_defaults=True):
+    """The answer to `QueryEligibleOnChain`: `eligibleNodesForDay(X)` for each asked day (in
+    the query's order), None where the read failed (`error` says why)."""
+
+    query_id: int
+    market: str
+    epoch: int
+    counts: list[int | None]
+    error: str = ""
+
+
 class Rewind(msgspec.Struct, tag="rewind", frozen=True):
     """A reorg: forget every block above `to_block` (the common ancestor)."""
 
@@ -74,7 +124,19 @@ class Tick(msgspec.Struct, tag="tick", frozen=True):
     now: int
 
 
-Answer = SubmissionSets
+Answer = SubmissionSets | NodeCounts | DaySet | PastDays | EligibleOnChain
 """Every answer to a query (`core.queries`): each carries its query's id, market and epoch."""
+ANSWERS = (SubmissionSets, NodeCounts, DaySet, PastDays, EligibleOnChain)
 
-Input = Block | Log | MarketParams | SubmissionSets | Rewind | Tick
+Input = (
+    Block
+    | Log
+    | MarketParams
+    | SubmissionSets
+    | NodeCounts
+    | DaySet
+    | PastDays
+    | EligibleOnChain
+    | Rewind
+    | Tick
+)

@@ -9,6 +9,8 @@
   QUERIED (and every QUERIED window has its query);
 - no window for a batched epoch, and windows only in the phases a window is stored in;
 - the emitted epochs of each market are sorted, unique, one release block each;
+- every held query (rewards) is of a held kind, filed under its id; a final update's query
+  is of a day recorded as fired, and no day has both a pending and a fired marker;
 - the query-id sequence is ahead of every pending query; counters are not negative.
 """
 
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from seqcollector.core import history
+from seqcollector.core import history, queries
+from seqcollector.core.effects import QueryDaySet
 from seqcollector.core.state import Phase, State
 
 
@@ -30,6 +33,7 @@ def violations(state: State) -> list[str]:
     found += _blocks(state)
     found += _windows_and_queries(state)
     found += _history(state)
+    found += _held(state)
     return found
 
 
@@ -71,6 +75,9 @@ def _windows_and_queries(state: State) -> list[str]:
     for query_id, q in state.domain.queries.items():
         if q.query_id != query_id or query_id >= state.next_query_id:
             out.append(f"query {query_id} is filed under another id or not yet issued")
+        if queries.kind_of(q).held:
+            out.append(f"query {query_id} of a held kind is in the domain")
+            continue
         ms = state.domain.markets.get(q.market)
         w = ms.windows.get(q.epoch) if ms is not None else None
         if w is None or w.phase is not Phase.QUERIED:
@@ -99,4 +106,27 @@ def _history(state: State) -> list[str]:
         if e.released and len(e.released) != len(e.epochs):
             out.append(f"market {lc}: {len(e.released)} release blocks for {len(e.epochs)} epochs")
     out += [f"counter {name} is {n}" for name, n in state.counters.items() if n < 0]
+    return out
+
+
+def _held(state: State) -> list[str]:
+    out: list[str] = []
+    for query_id, q in state.held_queries.items():
+        if q.query_id != query_id or query_id >= state.next_query_id:
+            out.append(f"held query {query_id} is filed under another id or not yet issued")
+        if not queries.kind_of(q).held:
+            out.append(f"query {query_id} of a domain kind is held")
+        md = state.days.get(q.market)
+        if isinstance(q, QueryDaySet) and (md is None or q.day not in md.fired):
+            out.append(f"final update of market {q.market} day {q.day} queried, not fired")
+    for lc, md in state.days.items():
+        pending = [m.day for m in md.markers]
+        if pending != sorted(set(pending)):
+            out.append(f"market {lc}: rollover markers not one per day, by day")
+        if set(pending) & set(md.fired):
+            out.append(
+                f"market {lc}: days {sorted(set(pending) & set(md.fired))} pending and fired"
+            )
+        if any(a >= b for a, b in pairwise(md.fired)) or any(a >= b for a, b in pairwise(md.zero)):
+            out.append(f"market {lc}: fired or zero days not sorted and unique")
     return out

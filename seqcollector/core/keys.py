@@ -35,3 +35,30 @@ def slot_submissions(lc: str, day: int, slot: int) -> str:
 
 def current_day(lc: str) -> str:
     return f"CurrentDayKey.{lc}"
+
+
+TOTAL_NODES_COUNT = "TotalNodesCount"
+
+
+def last_known_day(lc: str) -> str:
+    return f"LastKnownDayKey.{lc}"
+
+
+def rollover_marker_set(lc: str) -> str:
+    return f"DayRolloverEpochMarkerSetKey.{lc}"
+
+
+def rollover_marker_details(lc: str, epoch: int) -> str:
+    return f"DayRolloverEpochMarkerDetailsKey.{lc}.{epoch}"
+
+
+def zero_count(lc: str, day: int) -> str:
+    return f"ZeroCountKey.{lc}.{day}"
+
+
+def eligible_slot_submissions(lc: str, day: int, slot: int) -> str:
+    return f"EligibleSlotSubmissionsKey.{lc}.{day}.{slot}"
+
+
+def eligible_nodes_by_day(lc: str, day: int) -> str:
+    return f"EligibleNodeByDayKey.{lc}.{day}"

@@ -28,12 +28,12 @@ from seqcollector.core.addresses import checksum, lower_address, lower_hash
 from seqcollector.core.batching import go_json
 from seqcollector.core.effects import Effect, ListPush, Query, SetValue
 from seqcollector.core.inputs import (
+    ANSWERS,
     Block,
     Input,
     Log,
     MarketParams,
     Rewind,
-    SubmissionSets,
     Tick,
 )
 from seqcollector.core.markets import on_market_params
@@ -56,7 +56,7 @@ def step(state: State, inp: Input) -> tuple[State, list[Effect]]:
         changed = _on_block(state, inp, out)
     elif isinstance(inp, Log):
         changed = _on_log(state, inp, out)
-    elif isinstance(inp, SubmissionSets):
+    elif isinstance(inp, ANSWERS):
         changed = queries.on_answer(state, inp, out)
     elif isinstance(inp, MarketParams):
         changed = on_market_params(state, inp, out)
@@ -79,9 +79,7 @@ def _int_fields(cls: type[Input]) -> tuple[str, ...]:
     return tuple(f.name for f in msgspec.structs.fields(cls) if f.type in (int, int | None))
 
 
-_INT_FIELDS = {
-    cls: _int_fields(cls) for cls in (Block, Log, MarketParams, SubmissionSets, Rewind, Tick)
-}
+_INT_FIELDS = {cls: _int_fields(cls) for cls in (Block, Log, MarketParams, *ANSWERS, Rewind, Tick)}
 
 
 def _unfit_number(inp: Input) -> str | None:

@@ -6,8 +6,10 @@ asked for, which must still be waiting for it. Each kind has one answer input ty
 carries the query's id, market and epoch back. `KINDS` is the table (filled by the module
 that owns each kind: `core.windows` for the submission sets).
 
-Pending queries live in the `Domain`: a rewind takes back those issued after its block, and
-`pending` re-issues the rest after a restart, whatever their kind, in a stable order. An
+Pending queries live in the `Domain` (a rewind takes back those issued after its block), or,
+for a kind whose owner is never rewound (`Kind.held`: the reward updates decided at batch
+preparation), in `State.held_queries`. `pending` re-issues both after a restart, whatever
+their kind, in a stable order. An
 answer is accepted once, for a pending query of the same kind and owner; anything else is
 a counted refusal (`stale_query_result`: none pending with that id, or its owner is gone;
 `mismatched_query_result`: another kind, market or epoch than the query of that id).
@@ -36,14 +38,21 @@ class Kind:
     answer: type[Any]
     live: Callable[[State, Any], bool]
     on_answer: Callable[[State, Any, Any, list[Effect]], bool]
+    held: bool = False  # pending in `State.held_queries` (never rewound), not the domain
 
 
 KINDS: dict[type[Any], Kind] = {}  # by answer type
+_BY_QUERY: dict[type[Any], Kind] = {}
 
 
 def register(kind: Kind) -> None:
-    assert kind.answer not in KINDS, kind
+    assert kind.answer not in KINDS and kind.query not in _BY_QUERY, kind
     KINDS[kind.answer] = kind
+    _BY_QUERY[kind.query] = kind
+
+
+def kind_of(query: Query) -> Kind:
+    return _BY_QUERY[type(query)]
 
 
 def issue(state: State, make: Callable[[int], Query]) -> Query:
@@ -51,14 +60,19 @@ def issue(state: State, make: Callable[[int], Query]) -> Query:
     query_id = state.next_query_id
     state.next_query_id += 1
     query = make(query_id)
-    state.domain.queries[query_id] = query
+    _store(state, query)[query_id] = query
     return query
+
+
+def _store(state: State, query: Query) -> dict[int, Query]:
+    return state.held_queries if kind_of(query).held else state.domain.queries
 
 
 def pending(state: State) -> list[Query]:
     """Queries issued and not yet answered, to re-issue after a restart: by market, epoch,
     then id (the order a window's closing issues them in)."""
-    return sorted(state.domain.queries.values(), key=lambda q: (q.market, q.epoch, q.query_id))
+    every = [*state.domain.queries.values(), *state.held_queries.values()]
+    return sorted(every, key=lambda q: (q.market, q.epoch, q.query_id))
 
 
 def drop_owned(state: State, lc: str, epoch: int) -> None:
@@ -72,7 +86,7 @@ def drop_owned(state: State, lc: str, epoch: int) -> None:
 def on_answer(state: State, answer: Answer, out: list[Effect]) -> bool:
     """Apply an answer to its pending query, or refuse it (counted). -> domain changed."""
     kind = KINDS[type(answer)]
-    query = state.domain.queries.get(answer.query_id)
+    query = state.domain.queries.get(answer.query_id) or state.held_queries.get(answer.query_id)
     if query is None:
         _stale(state, answer, out)
         return False
@@ -85,7 +99,7 @@ def on_answer(state: State, answer: Answer, out: list[Effect]) -> bool:
         )
         reject(state, out, "mismatched_query_result", detail)
         return False
-    del state.domain.queries[answer.query_id]
+    del _store(state, query)[answer.query_id]
     if not kind.live(state, query):  # pragma: no cover - `core.invariants` rules it out
         _stale(state, answer, out)
         return True

@@ -19,7 +19,7 @@ from seqcollector.core.config import CoreConfig
 from seqcollector.core.effects import Query
 from seqcollector.core.inputs import MarketParams
 
-STATE_FORMAT: Final = 2  # 1: before issue 9 (no `format` field, read as 0 or 1)
+STATE_FORMAT: Final = 3  # 1: before issue 9 (no `format` field); 2: before days and rewards
 
 
 class StateFormatError(ValueError):
@@ -98,6 +98,25 @@ class EmittedEpochs(msgspec.Struct):
     released: list[int] = []
 
 
+class DayMarker(msgspec.Struct, array_like=True):
+    """A day rollover seen at batch preparation of `epoch`: the final reward update of
+    `day` is due at the market's first batch preparation of an epoch >= `buffer_epoch`."""
+
+    day: int
+    epoch: int
+    buffer_epoch: int
+
+
+class MarketDays(msgspec.Struct):
+    """What batch preparation decided about a market's days; never rewound (a batched
+    epoch is never batched again, so what its batch preparation did stands)."""
+
+    last_known_day: int | None = None
+    markers: list[DayMarker] = []  # not yet fired, by day
+    fired: list[int] = []  # days whose final update was issued (sorted, recent ones)
+    zero: list[int] = []  # days found with no eligible node, alerted once (sorted, recent)
+
+
 class State(msgspec.Struct):
     config: CoreConfig
     format: int = STATE_FORMAT
@@ -113,6 +132,10 @@ class State(msgspec.Struct):
     # deeper than `blocks` rewinds to (`core.history`)
     anchors: list[BlockRef] = []
     origin: BlockRef | None = None
+    # days and rewards (`core.days`, `core.rewards`): decided at batch preparation, never
+    # rewound; their pending queries are held here, not in the domain
+    days: dict[str, MarketDays] = {}
+    held_queries: dict[int, Query] = {}
 
     @property
     def head(self) -> BlockRef | None:

@@ -10,7 +10,7 @@ gets a window again, whatever a rewind restored.
 
 from __future__ import annotations
 
-from seqcollector.core import days, history, keys, queries
+from seqcollector.core import days, history, keys, queries, rewards
 from seqcollector.core.abi import EpochReleased
 from seqcollector.core.batching import emit_batches, plan_batches, report_skipped
 from seqcollector.core.effects import Effect, QuerySubmissionSets
@@ -108,7 +108,8 @@ def _sets_live(state: State, q: QuerySubmissionSets) -> bool:
 
 def _on_sets(state: State, q: QuerySubmissionSets, r: SubmissionSets, out: list[Effect]) -> bool:
     """The window's sets arrived: batch them (finalizer items, batch count, the relayer's
-    batch size, the day's slot counts) and record the epoch as emitted."""
+    batch size, the day's slot counts), record the epoch as emitted, then the day
+    transition and reward updates of that batch preparation (`core.rewards`)."""
     lc, ms = q.market, state.domain.markets[q.market]
     if not advance(state, lc, ms, q.epoch, Phase.BATCHED, out):
         return True
@@ -121,6 +122,9 @@ def _on_sets(state: State, q: QuerySubmissionSets, r: SubmissionSets, out: list[
         report_skipped(state, out, lc, q.epoch, len(q.keys), skipped)
     count(state, "epochs_batched", 1)
     count(state, "batches", len(plan.batches))
+    # after the batches, in the same step: nothing of the rewards can hold them back (R1)
+    head = state.head
+    rewards.on_batch_prepared(state, lc, ms, q.epoch, head.number if head else 0, out)
     return True
 
 

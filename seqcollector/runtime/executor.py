@@ -68,6 +68,8 @@ from seqcollector.core.effects import (
     IncrementBy,
     ListPush,
     RelayerCall,
+    SetAdd,
+    SetRemove,
     SetValue,
 )
 from seqcollector.errors import OperatorError
@@ -346,7 +348,8 @@ def _outbox_rows(effects: Sequence[Effect], first_score: int) -> list[tuple[str,
 
 def _script_program(effects: Sequence[Effect]) -> tuple[list[str], list[bytes | str]]:
     """The Redis effects as the script's ops and the keys they take from KEYS, in order:
-    S value ttl (1 key) | D count (count keys) | L value | H field value | I amount ttl.
+    S value ttl (1 key) | D count (count keys) | L value | H field value | I amount ttl |
+    A member ttl (SADD, EXPIRE) | R member (SREM).
     Outbox, query and report effects have none. Raises ValueError on a TTL or an INCRBY
     amount Redis would refuse (before anything is sent)."""
     keys: list[str] = []
@@ -373,6 +376,12 @@ def _script_program(effects: Sequence[Effect]) -> tuple[list[str], list[bytes | 
         elif isinstance(effect, HashSet):
             keys.append(effect.key)
             ops += [b"H", effect.field, effect.value]
+        elif isinstance(effect, SetAdd):
+            keys.append(effect.key)
+            ops += [b"A", effect.member, str(_ttl(effect.key, effect.ttl_s))]
+        elif isinstance(effect, SetRemove):
+            keys.append(effect.key)
+            ops += [b"R", effect.member]
     return keys, ops
 
 
@@ -597,6 +606,10 @@ local function walk(apply)
       apply.hset(KEYS[k], ARGV[a + 1], ARGV[a + 2]); k, a = k + 1, a + 3
     elseif op == 'I' then
       apply.incrby(KEYS[k], ARGV[a + 1], ARGV[a + 2], a); k, a = k + 1, a + 3
+    elseif op == 'A' then
+      apply.sadd(KEYS[k], ARGV[a + 1], ARGV[a + 2]); k, a = k + 1, a + 3
+    elseif op == 'R' then
+      apply.srem(KEYS[k], ARGV[a + 1]); k, a = k + 1, a + 2
     else
       error('commit script: unknown op ' .. tostring(op))
     end
@@ -615,6 +628,8 @@ walk({
   lpush = function(key) needs_type(key, 'list', 'LPUSH', 'a list') end,
   hset = function(key) needs_type(key, 'hash', 'HSET', 'a hash') end,
   incrby = function(key, amount, ttl, at) check_incrby(key, amount, at) end,
+  sadd = function(key) needs_type(key, 'set', 'SADD', 'a set') end,
+  srem = function(key) needs_type(key, 'set', 'SREM', 'a set') end,
 })
 if nrows > 0 then
   needs_type(okey, 'hash', 'HSET', 'a hash')
@@ -644,6 +659,11 @@ walk({
       redis.call('SET', key, sums[at], 'EX', ttl)
     end
   end,
+  sadd = function(key, m, ttl)
+    redis.call('SADD', key, m)
+    if ttl ~= '0' then redis.call('EXPIRE', key, ttl) end
+  end,
+  srem = function(key, m) redis.call('SREM', key, m) end,
 })
 for i = first_row, first_op - 1, 3 do
   redis.call('HSET', okey, ARGV[i], ARGV[i + 1])

@@ -29,7 +29,6 @@ from seqcollector.core import (
     MarketParams,
     Rewind,
     State,
-    SubmissionSets,
     dump_state,
     invariants,
     load_state,
@@ -37,8 +36,16 @@ from seqcollector.core import (
     pending_queries,
     step,
 )
-from seqcollector.core.effects import QUERY_EFFECTS, Effect, Query, QuerySubmissionSets
-from seqcollector.core.inputs import Answer
+from seqcollector.core.effects import (
+    QUERY_EFFECTS,
+    Effect,
+    Query,
+    QueryDaySet,
+    QueryNodeCounts,
+    QueryPastDays,
+    QuerySubmissionSets,
+)
+from seqcollector.core.inputs import ANSWERS, Answer
 from seqcollector.core.state import BlockRef, StateFormatError
 from seqcollector.journal import (
     EffectsDigest,
@@ -50,6 +57,7 @@ from seqcollector.journal import (
 )
 from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.executor import RedisExecutor
+from seqcollector.runtime.reward_answers import EligibilityReader
 from seqcollector.runtime.workers import WorkerPool
 
 log = structlog.get_logger(__name__)
@@ -98,7 +106,7 @@ def describe_input(inp: Input) -> tuple[str | None, int | None, int | None]:
         return None, None, _fit(inp.number)
     if isinstance(inp, Log):
         return None, None, _fit(inp.block_number)
-    if isinstance(inp, SubmissionSets):
+    if isinstance(inp, ANSWERS):
         return _shown(inp.market), _fit(inp.epoch), None
     if isinstance(inp, MarketParams):
         return _shown(inp.market), None, None
@@ -131,15 +139,21 @@ class Pipeline:
         check_invariants: bool = False,
     ) -> None:
         """`answerers`: the answerer of each query type; `reader` (the submission sets)
-        defaults to `SubmissionSetReader` on the executor's Redis. `check_invariants`: run
+        defaults to `SubmissionSetReader` on the executor's Redis, the eligibility keys to
+        `EligibilityReader` on it; the contract view (`QueryEligibleOnChain`) must be given
+        when the configuration has rewards on. `check_invariants`: run
         `core.invariants.check` after every step (tests and simulations)."""
         self.executor = executor
+        eligibility = EligibilityReader(executor.redis)
         table: dict[type[Any], Answerer] = {
-            QuerySubmissionSets: reader or SubmissionSetReader(executor.redis)
+            QuerySubmissionSets: reader or SubmissionSetReader(executor.redis),
+            QueryNodeCounts: eligibility,
+            QueryDaySet: eligibility,
+            QueryPastDays: eligibility,
         }
         table.update(answerers or {})
         missing = [t.__name__ for t in QUERY_EFFECTS if t not in table]
-        if missing:
+        if missing and config.rewards:
             raise ValueError(f"no answerer for the core's queries {missing}")
         self.answerers: Mapping[type[Any], Answerer] = table
         self.check_invariants = check_invariants

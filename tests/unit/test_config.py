@@ -544,6 +544,10 @@ def test_core_config() -> None:
             "SEQ_MAX_REORG_DEPTH": "12",
             "ATTESTOR_QUEUE_PUSH_ENABLED": "true",
             "SEQ_SLOT_SUBMISSIONS_TTL_S": "99",
+            "REWARDS_UPDATE_BATCH_SIZE": "3",
+            "REWARDS_UPDATE_EPOCH_INTERVAL": "4",
+            "PAST_DAYS_BUFFER": "2",
+            "PERIODIC_ELIGIBLE_COUNT_ALERTS": "false",
         }
     )
     assert s.core_config() == CoreConfig(
@@ -553,7 +557,20 @@ def test_core_config() -> None:
         max_reorg_depth=12,
         attestor_queue_push_enabled=True,
         slot_submissions_ttl_s=99,
+        rewards=True,  # on by default with only the Go variables set (drop-in)
+        rewards_update_batch_size=3,
+        rewards_update_epoch_interval=4,
+        past_days_buffer=2,
+        periodic_eligible_count_alerts=False,
     )
+    off = load(
+        {
+            "PROTOCOL_STATE_CONTRACT": PS,
+            "DATA_MARKET_ADDRESSES": f'["{M1}"]',
+            "SEQ_FEATURE_REWARDS": "false",
+        }
+    )
+    assert off.core_config().rewards is False
     with pytest.raises(ConfigError):
         load().core_config()
 
