@@ -67,11 +67,7 @@ def transition(
     day = ms.day
     if day is not None and (md.last_known_day is None or day > md.last_known_day):
         old = md.last_known_day
-        if (
-            old is not None
-            and old not in md.fired
-            and all(m.day != old for m in md.markers)
-        ):
+        if old is not None and old not in md.fired and all(m.day != old for m in md.markers):
             marker = DayMarker(old, epoch, epoch + BUFFER_EPOCHS)
             md.markers.append(marker)
             md.markers.sort(key=lambda m: m.day)

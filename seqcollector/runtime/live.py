@@ -26,6 +26,7 @@ from rich.console import Console
 from web3.providers.async_base import AsyncBaseProvider
 
 from seqcollector.config import Settings, mask_url
+from seqcollector.core.effects import QueryEligibleOnChain
 from seqcollector.core.history import anchor_refs
 from seqcollector.errors import DependencyError
 from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for, run_beside
@@ -36,6 +37,7 @@ from seqcollector.runtime.migration import migrate_at_start
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.progress import CatchUpProgress
+from seqcollector.runtime.reward_answers import EligibleOnChainReader
 from seqcollector.runtime.startup import (
     StartupRetry,
     check_contract,
@@ -125,8 +127,14 @@ async def run_live(
         workers = WorkerPool(
             "batch preparation", settings.worker_pool.size, settings.worker_pool.acquisition_timeout
         )
+        on_chain = EligibleOnChainReader.from_settings(pool.request, settings)
         pipeline = Pipeline(
-            RedisExecutor(redis, namespace), config, settings.timeouts, record, workers=workers
+            RedisExecutor(redis, namespace),
+            config,
+            settings.timeouts,
+            record,
+            workers=workers,
+            answerers={QueryEligibleOnChain: on_chain},
         )
         try:
             await pipeline.open()

@@ -19,6 +19,7 @@ import anyio
 import redis.asyncio as aioredis
 import structlog
 
+from seqcollector.config import Settings
 from seqcollector.core import keys
 from seqcollector.core.effects import (
     QueryDaySet,
@@ -134,6 +135,13 @@ class EligibleOnChainReader:
     def __init__(self, request: Request, budget_s: float) -> None:
         self._request = request
         self._budget_s = budget_s
+
+    @classmethod
+    def from_settings(cls, request: Request, settings: Settings) -> EligibleOnChainReader:
+        """CONTRACT_QUERY_TIMEOUT, capped at a third of TIMEOUT_MARKET_PROCESSING (the read
+        runs inside the batch preparation's deadlines, which it must never make fail)."""
+        budget = min(settings.contract_query_timeout, settings.timeouts.market_processing / 3)
+        return cls(request, budget)
 
     async def answer(self, q: QueryEligibleOnChain) -> EligibleOnChain:
         counts: list[int | None] = []
