@@ -2,7 +2,7 @@
 `eligibleNodesForDay(X)` of the DataMarket contract over RPC.
 
 Redis reads are pipelined: a periodic update of N slots is two round trips (GET
-`TotalNodesCount`, then the N counts in one pipeline), a final update two (SMEMBERS, then
+`TotalNodesCount`, then the N counts in one MGET), a final update two (SMEMBERS, then
 the members' counts), a past-days recheck one; Go does one GET per slot. A Redis error
 propagates (the group is retried: nothing can be committed without Redis anyway).
 
@@ -32,7 +32,7 @@ from seqcollector.runtime.startup import Request, contract_view
 
 log = structlog.get_logger(__name__)
 
-_PAGE = 10_000  # commands per pipeline round trip (a reply of 10,000 GETs is small)
+_PAGE = 10_000  # keys per MGET (one round trip; a reply of 10,000 counts is small)
 ELIGIBLE_NODES_FOR_DAY = "eligibleNodesForDay(uint256)"
 
 
@@ -108,10 +108,9 @@ class EligibilityReader:
         for start in range(0, len(slots), _PAGE):
             page = slots[start : start + _PAGE]
             self._notify(f"eligible counts of market {lc} day {day}")
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for slot in page:
-                    pipe.get(keys.eligible_slot_submissions(lc, day, slot))
-                values = await pipe.execute()
+            values = await self._redis.mget(
+                [keys.eligible_slot_submissions(lc, day, slot) for slot in page]
+            )
             for slot, value in zip(page, values, strict=True):
                 n = _int(value)
                 if n is not None:
