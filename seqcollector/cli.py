@@ -442,7 +442,7 @@ def cleanup(config_path: str | None, namespace: str, dry_run: bool) -> None:
 def check_config(config_path: str | None, connect: bool) -> None:
     """Print the effective configuration (secrets masked); refuse (exit 2) what `run` would
     refuse. With --connect, check each dependency too (exit 1 if one fails)."""
-    from seqcollector.config import describe_settings, load_settings
+    from seqcollector.config import NOT_YET_APPLIED, describe_settings, load_settings
     from seqcollector.runtime.startup import check_connections
 
     settings = load_settings(config_path).require_run()
@@ -454,6 +454,10 @@ def check_config(config_path: str | None, connect: bool) -> None:
         table.add_row(name, value, source)
     out = Console(soft_wrap=True, highlight=False)
     out.print(table)
+    for name, note in NOT_YET_APPLIED.items():
+        out.print(
+            Text(f"note  {name} ({settings.source(name)}): accepted, not applied yet: {note}")
+        )
     if connect:
         anyio.run(check_connections, settings, lambda line: out.print(Text(f"ok  {line}")))
 

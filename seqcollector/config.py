@@ -815,7 +815,45 @@ def load_settings(
 
     for name, cls in _GROUPS.items():
         top[name] = cls(**groups[name])
+    _refuse_always_on(top["features"])
     return Settings(**top, sources=tuple(sorted(sources.items())))
+
+
+# Settings accepted that cannot apply yet: what they will drive, and when. `check-config`
+# prints these notes and the README's settings table lists them; every other setting drives
+# what it names (or, for the two below, a value other than the one behaviour is refused).
+NOT_YET_APPLIED: Final[dict[str, str]] = {
+    "AUTH_READ_TOKEN": "the read API that checks it is not built yet (issue 10): nothing serves"
+    " reads today, so nothing reads the token",
+    "SEQ_API_PORT": "the read API is not built yet (issue 10): nothing listens on the port",
+    "FEATURE_METRICS_ENABLED": "no metrics endpoint yet (issue 10): no metrics are served",
+    "WORKER_POOL_METRICS_ENABLED": "no metrics endpoint yet (issue 10): the pool's figures are"
+    " logged, not served",
+    "MONITORING_ERROR_RATE_THRESHOLD": "health checks land with issue 10",
+    "MONITORING_HEALTH_CHECK_INTERVAL": "health checks land with issue 10",
+    "MONITORING_METRICS_RETENTION": "metrics land with issue 10",
+}
+# Feature flags of the seed's rollout whose old behaviour does not exist here: `true` (the
+# default) is what seqcollector always does; `false` is refused.
+ALWAYS_ON: Final[dict[str, tuple[str, str]]] = {
+    "FEATURE_NEW_CONTEXT_MANAGEMENT": (
+        "new_context_management",
+        "seqcollector always nests its deadlines (TIMEOUT_*, event > batch > market); there is"
+        " no old context handling to fall back to: unset it or set it to true",
+    ),
+    "FEATURE_ENHANCED_WORKER_POOL": (
+        "enhanced_worker_pool",
+        "batch preparation always runs on the bounded worker pool (WORKER_POOL_SIZE,"
+        " WORKER_POOL_ACQUISITION_TIMEOUT); there is no unbounded mode: unset it or set it to"
+        " true",
+    ),
+}
+
+
+def _refuse_always_on(features: Features) -> None:
+    for env_name, (attr, why) in ALWAYS_ON.items():
+        if getattr(features, attr) is False:
+            raise ConfigError(env_name, f"false is not supported: {why}")
 
 
 def setting_from_env(env_name: str, environ: Mapping[str, str] | None = None) -> Any:

@@ -36,6 +36,27 @@ def test_prints_effective_configuration_with_secrets_masked() -> None:
     assert "0x0c8ca0a1D4f56fD6A9f0e1b1B2a3B4c5D6e7f809" in proc.stdout  # EIP-55 on output
 
 
+def test_says_which_settings_cannot_apply_yet() -> None:
+    """No setting accepted and silently ignored: the read API's and metrics' settings are
+    named as not applied yet; the always-on feature flags refuse false."""
+    env = {
+        "DATA_MARKET_ADDRESSES": f'["{MARKET}"]',
+        "PROTOCOL_STATE_CONTRACT": "0x" + "ab" * 20,
+        "RPC_NODES": '["http://127.0.0.1:8545"]',
+        "AUTH_READ_TOKEN": "readtokenvalue",
+    }
+    proc = check_config(env)
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stdout.splitlines() if line.startswith("note  ")]
+    named = {line.split()[1] for line in notes}
+    assert {"AUTH_READ_TOKEN", "SEQ_API_PORT", "FEATURE_METRICS_ENABLED"} <= named
+    assert any(line.startswith("note  AUTH_READ_TOKEN (env)") for line in notes)
+    refused = check_config({**env, "FEATURE_ENHANCED_WORKER_POOL": "false"})
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0
+    assert "FEATURE_ENHANCED_WORKER_POOL: false is not supported" in refused.stderr
+
+
 def test_invalid_settings_stop_with_one_line_and_exit_2(tmp_path: Path) -> None:
     for env, name in [
         ({"REWARDS_UPDATE_EPOCH_INTERVAL": "0"}, "REWARDS_UPDATE_EPOCH_INTERVAL"),

@@ -207,7 +207,7 @@ def test_own_settings_from_env() -> None:
             "WORKER_POOL_ACQUISITION_TIMEOUT": "500ms",
             "TIMEOUT_REDIS_OPERATION": "2.5",
             "TIMEOUT_BATCH_PREPARATION": "2m",
-            "FEATURE_NEW_CONTEXT_MANAGEMENT": "no",
+            "FEATURE_METRICS_ENABLED": "no",
         }
     )
     assert (s.confirmations, s.max_reorg_depth, s.start_block) == (3, 128, 1234)
@@ -215,7 +215,15 @@ def test_own_settings_from_env() -> None:
     assert (s.api_port, s.slot_submissions_ttl_s) == (9000, 3600)
     assert (s.worker_pool.size, s.worker_pool.acquisition_timeout) == (7, 0.5)
     assert (s.timeouts.redis_operation, s.timeouts.batch_preparation) == (2.5, 120)
-    assert s.features.new_context_management is False
+    assert s.features.metrics_enabled is False
+
+
+@pytest.mark.parametrize("name", ["FEATURE_NEW_CONTEXT_MANAGEMENT", "FEATURE_ENHANCED_WORKER_POOL"])
+def test_always_on_features_refuse_false(name: str) -> None:
+    """No setting accepted and ignored: the old behaviour these flags name does not exist."""
+    err = rejects({name: "false"})
+    assert str(err).startswith(f"{name}: false is not supported: ")
+    assert load({name: "true"}).features.new_context_management is True
 
 
 @pytest.mark.parametrize("text", ["head", "latest", "HEAD"])
@@ -262,7 +270,7 @@ timeouts:
 worker_pool:
   size: 3
 features:
-  enhanced_worker_pool: false
+  metrics_enabled: false
 """,
     )
     s = load({"BATCH_SIZE": "30", "TIMEOUT_REDIS_OPERATION": "4"}, path)
@@ -278,7 +286,7 @@ features:
     assert s.timeouts.batch_processing == 120
     assert s.source("BATCH_PROCESSING_TIMEOUT") == "default"
     assert s.worker_pool.size == 3 and s.worker_pool.acquisition_timeout == 5
-    assert s.features.enhanced_worker_pool is False and s.features.metrics_enabled is True
+    assert s.features.enhanced_worker_pool is True and s.features.metrics_enabled is False
     rows = {name: (value, source) for name, value, source in describe_settings(s)}
     assert rows["BATCH_SIZE"] == ("30", "env")
     assert rows["REDIS_PORT"] == ("6390", "file")
