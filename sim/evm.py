@@ -32,16 +32,17 @@ from seqcollector.core import CoreConfig
 from seqcollector.core.abi import EPOCH_RELEASED, EpochReleased, decode_event
 from seqcollector.core.addresses import checksum
 from seqcollector.core.history import anchor_refs
+from seqcollector.core.keys import submission_set
 from seqcollector.runtime.collector import Collector
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.startup import read_market_params
 from seqcollector.sources import Backoff, ChainFollower, LogRanges, RpcPool, fetch_headers
 from sim.contract import ProtocolStateClient, deploy_protocol_state
+from sim.dequeuer import Dequeuer, Submission
 from sim.ethtester import deterministic_tester, mine
 from sim.faults import FaultyExecutor, fault_rng, find_crash
 from sim.finalizer import Finalizer
-from sim.lockstep import SET_TTL_S, _submission_value
 from sim.record import FaultMark, SimRecord
 from sim.relayer import Relayer
 from sim.rpc_proxy import RpcProxy
@@ -54,6 +55,7 @@ class EvmWorld:
     def __init__(self, spec: Any, redis: aioredis.Redis) -> None:
         self.spec = spec
         self.redis = redis
+        self.dequeuer = Dequeuer(redis)
         self.rng = random.Random(f"{spec.seed}:world")
         self.tester = deterministic_tester(spec.seed, GENESIS, spec.block_time)
         self.server = TesterRpcServer(self.tester)
@@ -135,14 +137,12 @@ class EvmWorld:
         if not due:
             return
         header = str(self.head()["hash"])
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for market, epoch, member, conflicting in due:
-                key = f"SnapshotCollector.{market}.{epoch}.{header}"
-                pipe.sadd(key, member)
-                pipe.expire(key, SET_TTL_S)
-                value = _submission_value(member + ("#2" if conflicting else ""))
-                pipe.set(member, value, ex=SET_TTL_S)
-            await pipe.execute()
+        await self.dequeuer.write(
+            [
+                Submission(submission_set(market, epoch, header), member, conflicting)
+                for market, epoch, member, conflicting in due
+            ]
+        )
 
     async def reorg(self, depth: int) -> str:
         """Revert `depth` blocks and mine a longer branch (new hashes: the RNG moved on)."""
