@@ -31,29 +31,33 @@ from seqcollector.config import Timeouts
 from seqcollector.core import CoreConfig
 from seqcollector.core.abi import EPOCH_RELEASED, EpochReleased, decode_event
 from seqcollector.core.addresses import checksum
-from seqcollector.core.history import anchor_refs
+from seqcollector.core.keys import submission_set
 from seqcollector.runtime.collector import Collector
-from seqcollector.runtime.outbox import OutboxDispatcher
+from seqcollector.runtime.compose import CollectorRoot
 from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.startup import read_market_params
-from seqcollector.sources import Backoff, ChainFollower, LogRanges, RpcPool, fetch_headers
+from seqcollector.sources import Backoff, LogRanges, RpcPool, fetch_headers
+from sim.collector_runs import SimCollector, run_restarting
 from sim.contract import ProtocolStateClient, deploy_protocol_state
+from sim.dequeuer import Dequeuer, Submission
 from sim.ethtester import deterministic_tester, mine
-from sim.faults import FaultyExecutor, fault_rng, find_crash
+from sim.faults import fault_rng
 from sim.finalizer import Finalizer
-from sim.lockstep import SET_TTL_S, _submission_value
-from sim.record import FaultMark, SimRecord
+from sim.record import CanonicalWindow, FaultMark, SimRecord
 from sim.relayer import Relayer
 from sim.rpc_proxy import RpcProxy
 from sim.rpc_server import TesterRpcServer
+from sim.spec import SimSpec
 
 GENESIS = 1_700_000_000
+CanonicalChain = tuple[list[CanonicalWindow], dict[int, str]]  # its windows, its block hashes
 
 
 class EvmWorld:
-    def __init__(self, spec: Any, redis: aioredis.Redis) -> None:
+    def __init__(self, spec: SimSpec, redis: aioredis.Redis) -> None:
         self.spec = spec
         self.redis = redis
+        self.dequeuer = Dequeuer(redis)
         self.rng = random.Random(f"{spec.seed}:world")
         self.tester = deterministic_tester(spec.seed, GENESIS, spec.block_time)
         self.server = TesterRpcServer(self.tester)
@@ -87,7 +91,7 @@ class EvmWorld:
             protocol_state=self.address,
             markets=self.markets,
             batch_size=self.spec.batch_size,
-            max_reorg_depth=self.spec.max_reorg_depth * 2,
+            max_reorg_depth=self.spec.core_reorg_depth,
         )
 
     # -- one world step --------------------------------------------------------------------
@@ -135,14 +139,12 @@ class EvmWorld:
         if not due:
             return
         header = str(self.head()["hash"])
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for market, epoch, member, conflicting in due:
-                key = f"SnapshotCollector.{market}.{epoch}.{header}"
-                pipe.sadd(key, member)
-                pipe.expire(key, SET_TTL_S)
-                value = _submission_value(member + ("#2" if conflicting else ""))
-                pipe.set(member, value, ex=SET_TTL_S)
-            await pipe.execute()
+        await self.dequeuer.write(
+            [
+                Submission(submission_set(market, epoch, header), member, conflicting)
+                for market, epoch, member, conflicting in due
+            ]
+        )
 
     async def reorg(self, depth: int) -> str:
         """Revert `depth` blocks and mine a longer branch (new hashes: the RNG moved on)."""
@@ -179,12 +181,12 @@ class EvmWorld:
 
 
 async def run_evm(
-    spec: Any,
+    spec: SimSpec,
     out_dir: Path,
     redis: aioredis.Redis,
     record: SimRecord,
     on_progress: Callable[[int, int], None] | None,
-) -> tuple[Finalizer, list[dict[str, Any]], FaultyExecutor, Any]:
+) -> tuple[Finalizer, list[dict[str, Any]], SimCollector, CanonicalChain]:
     """Run the EVM world and the collector in lockstep; returns what the checks need,
     the final chain's windows and block hashes included."""
     world = EvmWorld(spec, redis)
@@ -205,24 +207,11 @@ async def run_evm(
         await world.deploy()
         record.markets = [checksum(m) for m in world.markets]
         finalizer = Finalizer(redis, on_batch=world.finalize)
-        executor = FaultyExecutor(
-            redis,
-            "seqcollector",
-            spec.seed,
-            spec.faults,
-            crash_rate=spec.crash_rate,
-            crash_at=spec.crash_at,
+        config = world.core_config()
+        sim = SimCollector.build(
+            spec, redis, relayer, config, out_dir / "journal.jsonl", Timeouts(block_fetch=1.0)
         )
-        dispatcher = relayer.dispatcher(redis)
-        runner = _Runner(
-            spec,
-            world,
-            executor,
-            dispatcher,
-            [faulty.url, lagging.url],
-            out_dir / "journal.jsonl",
-            record,
-        )
+        runner = _Runner(sim.root, world, [faulty.url, lagging.url], record)
         total = spec.epochs * spec.epoch_every + spec.markets + spec.window_s // spec.block_time + 3
         reorg_rng = fault_rng(spec.seed, "reorg")
         reorg_steps = (
@@ -252,11 +241,8 @@ async def run_evm(
             tg.start_soon(drive)
             await runner.run_collectors()
         await finalizer.drain()
-        pending = "seqcollector:outbox:pending"
-        with anyio.fail_after(60):
-            while await redis.zcard(pending):
-                await dispatcher.deliver_pending()
-        await dispatcher.aclose()
+        await sim.drain_outbox()
+        await sim.root.dispatcher.aclose()
         calls = [c for c, ok in relayer.answered("/submitBatchSize") if ok]
         record.summary["relayer 5xx injected"] = relayer.failures
         record.summary["rpc faults injected"] = sum(faulty.faults.values())
@@ -264,24 +250,16 @@ async def run_evm(
         for kind, n in sorted(faulty.faults.items()):
             record.faults.append(FaultMark("rpc", 0, f"{n} x {kind}"))
         chain = await canonical_windows(world, spec.window_s)
-        return finalizer, calls, executor, chain
+        return finalizer, calls, sim, chain
 
 
 class _Runner:
     """Runs collector after collector (a crash kills one, the next starts from Redis)."""
 
     def __init__(
-        self,
-        spec: Any,
-        world: EvmWorld,
-        executor: FaultyExecutor,
-        dispatcher: OutboxDispatcher,
-        urls: list[str],
-        journal: Path,
-        record: SimRecord,
+        self, root: CollectorRoot, world: EvmWorld, urls: list[str], record: SimRecord
     ) -> None:
-        self.spec, self.world, self.executor = spec, world, executor
-        self.dispatcher, self.urls, self.journal, self.record = dispatcher, urls, journal, record
+        self.root, self.world, self.urls, self.record = root, world, urls, record
         self.pipeline: Pipeline | None = None
         self.collector: Collector | None = None
         self.done = False
@@ -301,58 +279,24 @@ class _Runner:
             self.collector.stop()
 
     async def run_collectors(self) -> None:
-        timeouts = Timeouts(block_fetch=1.0)
-        while not self.done:
-            pipeline = Pipeline(
-                self.executor,
-                self.world.core_config(),
-                timeouts,
-                self.journal,
-                reader=self.executor.reader(),
-                check_invariants=True,
-            )
-            try:
-                await pipeline.open()
-                self.pipeline = pipeline
-                async with RpcPool(
-                    self.urls, request_timeout_s=1.0, demote_s=0.3, max_lag_blocks=2
-                ) as pool:
-                    await _retry(partial(self._start, pipeline, pool))
-                    assert self.collector is not None
-                    await self.collector.run()
-            except BaseException as exc:
-                crash = find_crash(exc)
-                if crash is None:
-                    raise
-                head = pipeline.state.head
-                self.record.faults.append(
-                    FaultMark("crash", head.number if head else 0, str(crash))
-                )
-            finally:
-                await pipeline.close()
+        await run_restarting(self.root, self._run_once, self.record.faults, lambda: self.done)
+
+    async def _run_once(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        async with RpcPool(
+            self.urls, request_timeout_s=1.0, demote_s=0.3, max_lag_blocks=2
+        ) as pool:
+            await _retry(partial(self._start, pipeline, pool))
+            assert self.collector is not None
+            await self.collector.run()
 
     async def _start(self, pipeline: Pipeline, pool: RpcPool) -> None:
         params = await read_market_params(pool.request, self.world.address, self.world.markets)
         await pipeline.apply(params)
-        follower = ChainFollower(
-            pool,
-            self.world.address,
-            max_reorg_depth=self.spec.max_reorg_depth * 2,
-            known=[(b.number, b.hash) for b in pipeline.state.blocks],
-            anchors=[(a.number, a.hash) for a in anchor_refs(pipeline.state)],
-            start_block=0,
-            poll_interval_s=0.02,
-            retry=Backoff(0.01, 0.1),
+        follower = self.root.follower(
+            pipeline, pool, start_block=0, poll_interval_s=0.02, retry=Backoff(0.01, 0.1)
         )
-        self.collector = Collector(
-            pipeline,
-            follower,
-            self.dispatcher,
-            handle_signals=False,
-            dispatch_interval_s=0.01,
-            retry_first_s=0.001,
-            retry_max_s=0.02,
-        )
+        self.collector = self.root.collector(pipeline, follower)
         if self.done:
             self.collector.stop()
 
@@ -369,10 +313,10 @@ async def _retry(fn: Callable[[], Awaitable[None]], attempts: int = 200) -> None
             await anyio.sleep(0.01)
 
 
-async def canonical_windows(world: EvmWorld, window_s: int) -> tuple[list[Any], dict[int, str]]:
+async def canonical_windows(
+    world: EvmWorld, window_s: int
+) -> tuple[list[CanonicalWindow], dict[int, str]]:
     """The windows of the final chain, from its own blocks and EpochReleased logs."""
-    from sim.harness import CanonicalWindow
-
     async with RpcPool([world.server.url]) as pool:
         head = int(world.head()["number"])
         headers = await fetch_headers(pool, 0, head)

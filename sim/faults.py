@@ -94,7 +94,9 @@ class FaultyExecutor(RedisExecutor):
         self.outage_left = 0
         self.log: list[str] = []  # what was injected, in order
 
-    def _maybe_outage(self, what: str) -> None:
+    def maybe_outage(self, what: str) -> None:
+        """Raise a Redis connection error while an outage lasts (`redis`); `what`: the
+        operation about to run. Also the `before` hook of this store's readers."""
         rng = self._redis_rng
         if rng is None:
             return
@@ -108,7 +110,7 @@ class FaultyExecutor(RedisExecutor):
     async def commit(
         self, seq: int, block: int | None, effects: Sequence[Effect], state: bytes
     ) -> bool:
-        self._maybe_outage(f"commit of input {seq}")
+        self.maybe_outage(f"commit of input {seq}")
         self.commits += 1
         when = None
         if self._crash is not None and self._crash.random() < self.crash_rate:
@@ -127,4 +129,4 @@ class FaultyExecutor(RedisExecutor):
 
     def reader(self) -> SubmissionSetReader:
         """The window reader for this executor's store, with the same outages."""
-        return SubmissionSetReader(self.redis, before=self._maybe_outage)
+        return SubmissionSetReader(self.redis, before=self.maybe_outage)

@@ -1,9 +1,10 @@
 """`seqcollector sim`: the whole pipeline against a simulated world, with seeded faults.
 
 Fast mode: a synthetic chain and dequeuer (no EVM), fed in lockstep through the real
-collector (pipeline, executor, outbox dispatcher, retry loop), a finalizer consuming the
-queue, a relayer over HTTP on loopback. Crashes kill the collector at an effect boundary
-and a new one starts from Redis. After the run the journal is replayed, the invariants are
+collector (pipeline, executor, outbox dispatcher, retry loop; assembled by the composition
+root `run` uses, `sim.collector_runs`), a finalizer consuming the queue, a relayer over HTTP
+on loopback. Crashes kill the collector at an effect boundary and a new one starts from
+Redis. EVM mode: `sim.evm`. After the run the journal is replayed, the invariants are
 checked, and a report is written.
 """
 
@@ -21,52 +22,27 @@ import msgspec
 import redis.asyncio as aioredis
 import structlog
 
-from seqcollector.config import Timeouts
 from seqcollector.core.addresses import checksum
 from seqcollector.core.batching import parse_member
-from seqcollector.runtime.collector import Collector
 from seqcollector.runtime.executor import embedded_redis, redis_client
-from seqcollector.runtime.layout import StoreLayout
-from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Pipeline
 from sim import invariants
-from sim.faults import WORLD_KINDS, FaultyExecutor, fault_rng, find_crash
+from sim.collector_runs import SimCollector, run_restarting
+from sim.evm import run_evm
+from sim.faults import WORLD_KINDS, fault_rng
 from sim.finalizer import Finalizer, FinalizerProcess
 from sim.keysum import KeySum
 from sim.lockstep import LOAD_AHEAD_STEPS, LockstepSource, SyntheticSteps
-from sim.record import FaultMark, SimRecord
+from sim.record import CanonicalWindow, FaultMark, SimRecord
 from sim.relayer import Relayer
+from sim.spec import SimFailed, SimSpec
 from sim.synthetic import SyntheticWorld, WorldSpec
 from sim.timeline import Timeline, replay_timeline
 from sim.world_process import WorldProcess
 
+__all__ = ["SimFailed", "SimSpec", "run_simulation", "world_spec"]  # the harness's interface
+
 log = structlog.get_logger(__name__)
-NAMESPACE = "seqcollector"
-
-
-class SimSpec(msgspec.Struct, frozen=True):
-    seed: int = 1
-    epochs: int = 20  # per market
-    markets: int = 2
-    projects: int = 6
-    slots: int = 8
-    faults: frozenset[str] = frozenset()
-    fast: bool = True
-    batch_size: int = 4
-    epoch_every: int = 10  # blocks between two releases of a market
-    window_s: int = 30
-    block_time: int = 2
-    max_reorg_depth: int = 6  # reorg faults are 1..this deep
-    crash_rate: float = 0.04  # per commit, with `crash`
-    relayer_fail_rate: float = 0.3  # with `relayer`
-    submission_values: bool = True  # write the value under each submission key (fast mode)
-    lockstep: bool = True  # fast mode: a commit per block (more crash points); False for load
-    processes: bool = False  # load runs on a Redis server: world and finalizer run apart
-    crash_at: frozenset[tuple[int, str]] = frozenset()  # exact crash points (commit number)
-
-
-class SimFailed(Exception):
-    """An invariant failed; the message names it and the seed."""
 
 
 def world_spec(spec: SimSpec) -> WorldSpec:
@@ -81,7 +57,7 @@ def world_spec(spec: SimSpec) -> WorldSpec:
     if "deepreorg" in spec.faults:  # deeper than the collector's MAX_REORG_DEPTH (2 x K)
         deep = fault_rng(spec.seed, "deepreorg")
         for _ in range(max(1, blocks // 200)):
-            depth = deep.randint(_core_reorg_depth(spec) + 1, max(_deep_limit(spec, blocks), 1))
+            depth = deep.randint(spec.core_reorg_depth + 1, max(_deep_limit(spec, blocks), 1))
             at = 1000 + deep.randint(min(depth + 2, blocks - 1), blocks - 1)
             if at not in reorgs:
                 reorgs[at] = depth
@@ -98,15 +74,10 @@ def world_spec(spec: SimSpec) -> WorldSpec:
     )
 
 
-def _core_reorg_depth(spec: SimSpec) -> int:
-    """The collector's MAX_REORG_DEPTH in a simulation: twice the deepest `reorg` fault."""
-    return spec.max_reorg_depth * 2
-
-
 def _deep_limit(spec: SimSpec, blocks: int) -> int:
     """How deep a `deepreorg` goes at most: below the blocks the core holds at times (it
     keeps MAX_REORG_DEPTH + up to 128), within the chain and the world's 256-block plans."""
-    return max(min(blocks - 3, 160), _core_reorg_depth(spec) + 1)
+    return max(min(blocks - 3, 160), spec.core_reorg_depth + 1)
 
 
 async def run_simulation(
@@ -143,7 +114,7 @@ async def _run_fast(
     on_progress: Callable[[int, int], None] | None,
 ) -> SimRecord:
     world = SyntheticWorld(world_spec(spec), keep_sets=False)  # the oracle reads Redis
-    config = world.core_config(batch_size=spec.batch_size, max_reorg_depth=_core_reorg_depth(spec))
+    config = world.core_config(batch_size=spec.batch_size, max_reorg_depth=spec.core_reorg_depth)
     apart, world_apart = _processes(spec, redis_url, world)
     redis = await _store(redis_url)
     journal = out_dir / "journal.jsonl"
@@ -171,27 +142,10 @@ async def _run_fast(
         apart or nullcontext(),
         world_apart or nullcontext(),
     ):
-        dispatcher = relayer.dispatcher(redis)
-        executor = FaultyExecutor(
-            redis,
-            NAMESPACE,
-            spec.seed,
-            spec.faults,
-            crash_rate=spec.crash_rate,
-            crash_at=spec.crash_at,
-        )
+        sim = SimCollector.build(spec, redis, relayer, config, journal)
         total_steps = world.spec.blocks + 1 + sum(d + 1 for _, d in world.spec.reorgs)
-        busy = 0.0
-        while True:
-            pipeline = Pipeline(
-                executor,
-                config,
-                Timeouts(),
-                journal,
-                reader=executor.reader(),
-                check_invariants=True,
-            )
-            await pipeline.open()
+
+        async def run_once(pipeline: Pipeline) -> None:
             source = world_apart or LockstepSource(
                 steps,
                 steps.resume_index(pipeline),
@@ -201,39 +155,18 @@ async def _run_fast(
                 between_every=1 if spec.lockstep else 20,
                 on_step=(lambda i: on_progress(i, total_steps)) if on_progress else None,
             )
-            collector = Collector(
-                pipeline,
-                source,
-                dispatcher,
-                handle_signals=False,
-                dispatch_interval_s=0.01,
-                retry_first_s=0.001,
-                retry_max_s=0.02,
-            )
-            try:
-                await collector.run()
-                busy += pipeline.busy_s
-                break
-            except BaseException as exc:  # a simulated crash arrives in an exception group
-                crash = find_crash(exc)
-                if crash is None:
-                    raise
-                head = pipeline.state.head
-                record.faults.append(FaultMark("crash", head.number if head else 0, str(crash)))
-                busy += pipeline.busy_s
-            finally:
-                await pipeline.close()
+            await sim.root.collector(pipeline, source).run()
+
+        busy = await run_restarting(sim.root, run_once, record.faults)
         if apart is not None:
             finalizer = await anyio.to_thread.run_sync(apart.finish, redis)
         else:
             await finalizer.drain()
-        await _drain_outbox(dispatcher, redis)
-        await dispatcher.aclose()
+        await sim.drain_outbox()
+        await sim.root.dispatcher.aclose()
         calls = [c for c, ok in relayer.answered("/submitBatchSize") if ok]
         record.summary["relayer 5xx injected"] = relayer.failures
-    for line in executor.log:
-        if line.startswith("redis"):
-            record.faults.append(FaultMark("redis", 0, line))
+    record.faults += sim.outages()
     elapsed = time.monotonic() - started
     timeline = replay_timeline(journal, out_dir / "effects.jsonl")
     record.summary["collector busy s"] = round(busy, 2)
@@ -266,8 +199,6 @@ async def _run_evm(
     redis_url: str | None,
     on_progress: Callable[[int, int], None] | None,
 ) -> SimRecord:
-    from sim.evm import run_evm
-
     redis = await _store(redis_url)
     journal = out_dir / "journal.jsonl"
     journal.unlink(missing_ok=True)
@@ -276,9 +207,7 @@ async def _run_evm(
     limit_s = 120 + 4 * spec.epochs * spec.epoch_every * spec.markets
     try:
         with anyio.fail_after(limit_s):
-            finalizer, calls, executor, chain = await run_evm(
-                spec, out_dir, redis, record, on_progress
-            )
+            finalizer, calls, sim, chain = await run_evm(spec, out_dir, redis, record, on_progress)
     except TimeoutError:
         log_file = out_dir / "sim.log"
         where = f"see {log_file}" if log_file.exists() else "see the log above"
@@ -287,9 +216,7 @@ async def _run_evm(
             f"({where}); the collector stopped making progress"
         ) from None
     elapsed = time.monotonic() - started
-    for line in executor.log:
-        if line.startswith("redis"):
-            record.faults.append(FaultMark("redis", 0, line))
+    record.faults += sim.outages()
     timeline = replay_timeline(journal, out_dir / "effects.jsonl")
     windows, hashes = chain
     await _check(record, windows, hashes.get, timeline, finalizer, redis, calls)
@@ -333,22 +260,6 @@ async def _store(redis_url: str | None) -> aioredis.Redis:
             "production key names, give it an empty database (e.g. redis://127.0.0.1:6379/15)"
         )
     return client
-
-
-async def _drain_outbox(dispatcher: OutboxDispatcher, redis: aioredis.Redis) -> None:
-    pending_key = StoreLayout(NAMESPACE).outbox_pending
-    with anyio.fail_after(60):
-        while await redis.zcard(pending_key):
-            await dispatcher.deliver_pending()
-
-
-class CanonicalWindow(msgspec.Struct, frozen=True):
-    """A window on the final canonical chain: blocks [release, close)."""
-
-    market: str  # lowercase
-    epoch: int
-    release: int
-    close: int | None  # None: the chain ended before it closed
 
 
 async def _check(
@@ -417,7 +328,7 @@ def _deep_replaced(
     out = set()
     for w in windows:
         last = [d for at, d in reorgs if at - d <= w.release < at]  # reorgs run in `at` order
-        if w.close is not None and last and last[-1] > _core_reorg_depth(spec):
+        if w.close is not None and last and last[-1] > spec.core_reorg_depth:
             out.add((w.market, w.epoch))
     return out
 
@@ -446,7 +357,7 @@ def _fill(
     record.windows = list(t.windows.values())
     record.batches = t.batches
     for at, depth in world.spec.reorgs:
-        kind = "deepreorg" if depth > _core_reorg_depth(spec) else "reorg"
+        kind = "deepreorg" if depth > spec.core_reorg_depth else "reorg"
         record.faults.append(FaultMark(kind, at, f"reorg of depth {depth} at block {at}"))
     record.digest = t.digest
     epochs = len(t.batch_counts)
@@ -463,7 +374,7 @@ def _fill(
             "crashes": sum(f.kind == "crash" for f in record.faults),
             "redis outages": sum(f.kind == "redis" for f in record.faults),
             "reorgs": len(world.spec.reorgs),
-            "deep reorgs": sum(d > _core_reorg_depth(spec) for _, d in world.spec.reorgs),
+            "deep reorgs": sum(d > spec.core_reorg_depth for _, d in world.spec.reorgs),
             "seconds": round(elapsed, 2),
             "epochs/s": round(epochs / elapsed, 1) if elapsed else 0.0,
         }

@@ -2,15 +2,14 @@
 
 The world (chain + dequeuer) produces steps: the market parameters, then per block
 `[Rewind?] Block logs...`. Before a step is handed to the collector, the submissions the
-snapshotters made so far are written to Redis as the dequeuer does (SADD + TTL on the set,
-SET of the submission value). The next step is produced only once the collector has
-committed the previous one, so what it reads from Redis never depends on timing: the same
-seed gives the same journal and digest with or without crashes, outages and slow relayers.
+snapshotters made so far are written to Redis as the dequeuer does (`sim.dequeuer`). The
+next step is produced only once the collector has committed the previous one, so what it
+reads from Redis never depends on timing: the same seed gives the same journal and digest
+with or without crashes, outages and slow relayers.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
@@ -19,24 +18,9 @@ import redis.asyncio as aioredis
 
 from seqcollector.core import Block, Input, Rewind
 from seqcollector.runtime.pipeline import Pipeline
+from sim.dequeuer import Dequeuer
 from sim.synthetic import SyntheticWorld
 
-SET_TTL_S = 20 * 60
-
-# The dequeuer's SADD + EXPIRE for every set a flush touches, in one command (load runs
-# write a few hundred thousand submissions). ARGV: ttl, the member count of each key, members.
-_ADD_TO_SETS = """
-local at = #KEYS + 2
-for i, key in ipairs(KEYS) do
-  local last = at + tonumber(ARGV[1 + i]) - 1
-  for first = at, last, 1000 do  -- unpack() is bounded by Lua's stack
-    redis.call('SADD', key, unpack(ARGV, first, math.min(first + 999, last)))
-  end
-  redis.call('EXPIRE', key, ARGV[1])
-  at = last + 1
-end
-return #KEYS
-"""
 LOAD_AHEAD_STEPS = 64  # without lockstep: the world writes this many blocks' submissions at once
 KEEP_STEPS = 4096  # steps kept for a restarted collector to resume from (it is never far behind)
 
@@ -48,8 +32,7 @@ class SyntheticSteps:
         self, world: SyntheticWorld, redis: aioredis.Redis, values: bool = True, ahead: int = 0
     ) -> None:
         self.world = world
-        self.redis = redis
-        self.values = values
+        self.dequeuer = Dequeuer(redis, values)
         self.ahead = ahead  # steps cut (and their submissions written) ahead of the one asked
         self.steps: dict[int, list[Input]] = {}  # the recent ones: a restart resumes nearby
         self.count = 0
@@ -98,19 +81,7 @@ class SyntheticSteps:
 
     async def _flush(self) -> None:
         new, self.world.written = self.world.written, []  # drained: a long run stays small
-        if not new:
-            return
-        by_key: dict[str, list[str]] = {}
-        for key, member in new:
-            by_key.setdefault(key, []).append(member)
-        counts = [str(len(members)) for members in by_key.values()]
-        members = [m for ms in by_key.values() for m in ms]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.eval(_ADD_TO_SETS, len(by_key), *by_key, SET_TTL_S, *counts, *members)
-            if self.values:  # the value under each submission key (the collector never reads it)
-                for _, member in new:
-                    pipe.set(member, _submission_value(member), ex=SET_TTL_S)
-            await pipe.execute()
+        await self.dequeuer.write(new)
 
     def resume_index(self, pipeline: Pipeline) -> int:
         """The first step the collector has not committed."""
@@ -118,14 +89,6 @@ class SyntheticSteps:
         if head is None:
             return 0 if pipeline.seq == 0 else 1
         return self._by_hash[head.hash] + 1
-
-
-def _submission_value(member: str) -> str:
-    """`<uuid>.<protobuf JSON>` as the dequeuer stores it (deterministic here)."""
-    digest = hashlib.sha256(member.encode()).hexdigest()
-    uid = f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
-    slot = member.split(".")[-1]
-    return f'{uid}.{{"request":{{"slotId":{slot}}},"snapshotCid":"bafy{digest[:16]}"}}'
 
 
 def _only_rewinds(step: list[Input]) -> bool:

@@ -45,3 +45,12 @@ class SimRecord(msgspec.Struct):
     invariants: list[InvariantResult] = []
     summary: dict[str, int | float | str] = {}
     digest: str = ""
+
+
+class CanonicalWindow(msgspec.Struct, frozen=True):
+    """A window on the final canonical chain: blocks [release, close)."""
+
+    market: str  # lowercase
+    epoch: int
+    release: int
+    close: int | None  # None: the chain ended before it closed

@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
-
-from seqcollector.runtime.outbox import OutboxDispatcher
+from seqcollector.runtime.compose import Delivery
 from sim.loopback import LoopbackHTTPServer, ServesOnLoopback
 from sim.reward_updates import (
     UPDATE_REWARDS_PATH,
@@ -36,7 +34,7 @@ from sim.reward_updates import (
 if TYPE_CHECKING:
     from sim.contract import ProtocolStateClient
 
-DISPATCHER_TOKEN = "sim-token"  # what `Relayer.dispatcher()` sends as authToken
+DISPATCHER_TOKEN = "sim-token"  # what `Relayer.delivery()` sends as authToken
 
 
 @dataclass
@@ -71,13 +69,10 @@ class Relayer(ServesOnLoopback):
         self._http = LoopbackHTTPServer(_handler(self), "relayer")
         self.url = self._http.url
 
-    def dispatcher(
-        self, redis: aioredis.Redis, namespace: str = "seqcollector"
-    ) -> OutboxDispatcher:
-        """An outbox dispatcher delivering to this relayer (and its /alerts), quick to retry."""
-        return OutboxDispatcher(
-            redis,
-            namespace,
+    def delivery(self) -> Delivery:
+        """Where an outbox dispatcher delivers to this relayer (and its /alerts), quick to
+        retry (`runtime.compose.Delivery`)."""
+        return Delivery(
             self.url,
             DISPATCHER_TOKEN,
             self.url + "/alerts",

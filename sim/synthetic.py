@@ -29,6 +29,7 @@ from seqcollector.core.effects import QuerySubmissionSets
 from seqcollector.core.inputs import Block, Input, Log, MarketParams, Rewind, SubmissionSets
 from seqcollector.core.machine import step
 from seqcollector.core.state import new_state
+from sim.dequeuer import Dequeuer, Submission
 
 PROTOCOL_STATE = "0x" + "5e" * 20
 
@@ -74,7 +75,7 @@ def _hex(data: bytes) -> str:
 class SyntheticWorld:
     spec: WorldSpec
     sets: dict[str, set[str]] = field(default_factory=dict)
-    written: list[tuple[str, str]] = field(default_factory=list)  # (set key, member), in order
+    written: list[Submission] = field(default_factory=list)  # in order
     keep_sets: bool = True  # False: only `written` (drained by its reader), for long runs
 
     def __post_init__(self) -> None:
@@ -201,7 +202,7 @@ class SyntheticWorld:
             key = keys.submission_set(lc, epoch, header)
             if self.keep_sets:
                 self.sets.setdefault(key, set()).add(member)
-            self.written.append((key, member))
+            self.written.append(Submission(key, member))
 
 
 def drive(world: SyntheticWorld, config: CoreConfig) -> Iterator[Input]:
@@ -223,13 +224,12 @@ def drive(world: SyntheticWorld, config: CoreConfig) -> Iterator[Input]:
 
 class SyntheticSource:
     """The world as a live input source: before each input, the submissions made so far are
-    written to Redis exactly as the dequeuer does (SADD, TTL 20 min), in one pipeline."""
-
-    SET_TTL_S = 20 * 60
+    written to Redis exactly as the dequeuer does (`sim.dequeuer`: the sets only)."""
 
     def __init__(self, world: SyntheticWorld, redis: aioredis.Redis) -> None:
         self.world = world
         self.redis = redis
+        self.dequeuer = Dequeuer(redis, values=False)
         self.chain_head: int | None = world.spec.first_block + world.spec.blocks - 1
 
     async def units(self) -> AsyncGenerator[list[Input], None]:
@@ -251,10 +251,4 @@ class SyntheticSource:
 
     async def _flush(self) -> None:
         new, self.world.written = self.world.written, []
-        if not new:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key, member in new:
-                pipe.sadd(key, member)
-                pipe.expire(key, self.SET_TTL_S)
-            await pipe.execute()
+        await self.dequeuer.write(new)

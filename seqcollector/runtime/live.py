@@ -1,9 +1,9 @@
 """`seqcollector run`: a live collector assembled from the settings.
 
-RPC pool -> chain follower -> collector (pipeline, executor) + outbox dispatcher. The first
-start begins at SEQ_START_BLOCK (default: the confirmed chain head); every later start
-resumes from the checkpoint, with the recent block hashes the core holds, so reorgs across a
-restart are seen.
+RPC pool -> chain follower -> collector (pipeline, executor) + outbox dispatcher, assembled
+by `runtime.compose`. The first start begins at SEQ_START_BLOCK (default: the confirmed
+chain head); every later start resumes from the checkpoint, with the recent block hashes the
+core holds, so reorgs across a restart are seen.
 
 Start-up (`runtime.startup`): Redis (PING, its database), the RPC nodes and the contract are
 retried for SEQ_STARTUP_TIMEOUT_S, then one line. The block where processing starts is
@@ -14,10 +14,11 @@ counted into the day the chain had.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
@@ -27,14 +28,13 @@ from web3.providers.async_base import AsyncBaseProvider
 
 from seqcollector.config import Settings, mask_url
 from seqcollector.core.effects import QueryEligibleOnChain
-from seqcollector.core.history import anchor_refs
 from seqcollector.errors import DependencyError
 from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for, run_beside
-from seqcollector.runtime.collector import Collector
+from seqcollector.runtime.compose import Delivery, compose_collector
 from seqcollector.runtime.executor import RedisExecutor, redis_client
 from seqcollector.runtime.failures import FailureReporter
+from seqcollector.runtime.memory_report import memory_reports
 from seqcollector.runtime.migration import migrate_at_start
-from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.progress import CatchUpProgress
 from seqcollector.runtime.reward_answers import EligibleOnChainReader
@@ -49,7 +49,6 @@ from seqcollector.runtime.startup import (
     with_retries,
 )
 from seqcollector.runtime.workers import WorkerPool
-from seqcollector.sources.follower import ChainFollower
 from seqcollector.sources.retrying import Backoff
 
 log = structlog.get_logger(__name__)
@@ -128,14 +127,18 @@ async def run_live(
             "batch preparation", settings.worker_pool.size, settings.worker_pool.acquisition_timeout
         )
         on_chain = EligibleOnChainReader.from_settings(pool.request, settings)
-        pipeline = Pipeline(
+        root = compose_collector(
             RedisExecutor(redis, namespace),
             config,
-            settings.timeouts,
-            record,
+            Delivery.from_settings(settings),
+            timeouts=settings.timeouts,
+            journal=record,
             workers=workers,
+            reporter=reporter,
+            handle_signals=handle_signals,
             answerers={QueryEligibleOnChain: on_chain},
         )
+        pipeline = root.pipeline()
         try:
             await pipeline.open()
             if not settings.attestor_queue_push_enabled:
@@ -191,16 +194,13 @@ async def run_live(
             timeout_s=settings.contract_query_timeout,
         )
         await pipeline.apply(params)
-        follower = ChainFollower(
+        follower = root.follower(
+            pipeline,
             pool,
-            config.protocol_state,
-            confirmations=settings.confirmations,
-            max_reorg_depth=config.max_reorg_depth,
-            known=known,
-            anchors=[(a.number, a.hash) for a in anchor_refs(pipeline.state)],
             start_block=first,
             poll_interval_s=poll_s,
             retry=Backoff.from_settings(settings),
+            confirmations=settings.confirmations,
             attempt_timeout_s=settings.timeouts.block_fetch,
         )
         log.info(
@@ -213,19 +213,21 @@ async def run_live(
             markets=list(settings.markets_checksummed),
             days={p.market: p.day_counter for p in params},
         )
-        dispatcher = OutboxDispatcher.from_settings(redis, namespace, settings)
         with CatchUpProgress(console) as progress:
-            collector = Collector(
-                pipeline,
-                follower,
-                dispatcher,
-                reporter,
-                on_progress=progress.update,
-                stop_when=stop_when,
-                handle_signals=handle_signals,
+            collector = root.collector(
+                pipeline, follower, on_progress=progress.update, stop_when=stop_when
             )
             try:
-                await run_beside(collector.run, periodic_cleanup_for(settings, redis, namespace))
+                cleanup = periodic_cleanup_for(settings, redis, namespace)
+                memory = partial(memory_reports, settings.memory_profiling_interval)
+                await run_beside(collector.run, partial(_together, cleanup, memory))
             finally:
-                await dispatcher.aclose()
+                await root.dispatcher.aclose()
     return pipeline.digest.hexdigest() if pipeline.digest is not None else None
+
+
+async def _together(*tasks: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """The background tasks of a run (periodic cleanup, memory reports), side by side."""
+    async with anyio.create_task_group() as tg:
+        for task in tasks:
+            tg.start_soon(task)

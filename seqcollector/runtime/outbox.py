@@ -31,7 +31,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, cast
+from typing import Final, cast
 
 import aiohttp
 import anyio
@@ -45,9 +45,6 @@ from tenacity.wait import wait_exponential_jitter
 
 from seqcollector.core.effects import Alert, RelayerCall
 from seqcollector.runtime.layout import OutboxEntry, StoreLayout, decode_entry
-
-if TYPE_CHECKING:
-    from seqcollector.config import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -193,26 +190,6 @@ class OutboxDispatcher:
         self.delivered = 0
         self.failed_attempts = 0
         self.alerts_dropped = 0
-
-    @classmethod
-    def from_settings(
-        cls, redis: aioredis.Redis, namespace: str, settings: Settings
-    ) -> OutboxDispatcher:
-        """The dispatcher `seqcollector run` uses: TX_RELAYER_URL, its token,
-        SLACK_REPORTING_URL, HTTP_TIMEOUT, RETRY_LIMITS, CONCURRENT_SUBMISSION_COUNT_UPDATES,
-        BATCH_PROCESSING_TIMEOUT and TIMEOUT_REDIS_OPERATION."""
-        return cls(
-            redis,
-            namespace,
-            settings.tx_relayer_url,
-            settings.tx_relayer_auth_write_token,
-            settings.slack_reporting_url,
-            http_timeout_s=settings.http_timeout,
-            max_attempts=settings.retry_limits,
-            reward_concurrency=settings.concurrent_submission_count_updates,
-            pass_timeout_s=settings.timeouts.batch_processing,
-            redis_timeout_s=settings.timeouts.redis_operation,
-        )
 
     async def __aenter__(self) -> OutboxDispatcher:
         return self
