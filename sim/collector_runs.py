@@ -10,9 +10,10 @@ as a restarted process would.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
@@ -21,7 +22,7 @@ from seqcollector.config import Timeouts
 from seqcollector.core import CoreConfig
 from seqcollector.runtime.compose import CollectorRoot, Pace, compose_collector
 from seqcollector.runtime.layout import StoreLayout
-from seqcollector.runtime.pipeline import Pipeline
+from seqcollector.runtime.pipeline import Answerer, Pipeline
 from sim.faults import FaultyExecutor, find_crash
 from sim.record import FaultMark
 from sim.relayer import Relayer
@@ -48,6 +49,7 @@ class SimCollector:
         config: CoreConfig,
         journal: Path,
         timeouts: Timeouts | None = None,
+        answerers: Mapping[type[Any], Answerer] | None = None,
     ) -> SimCollector:
         """The collector of `spec`'s run on `redis`, delivering to `relayer`, recording
         `journal`; the executor injects `spec`'s crash and redis faults."""
@@ -65,6 +67,7 @@ class SimCollector:
             relayer.delivery(),
             timeouts=timeouts,
             journal=journal,
+            answerers=answerers,
             before_read=executor.maybe_outage,
             check_invariants=True,
             pace=SIM_PACE,

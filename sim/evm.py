@@ -20,21 +20,25 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
+from eth_utils.crypto import keccak
 
 from seqcollector.config import Timeouts
 from seqcollector.core import CoreConfig
 from seqcollector.core.abi import EPOCH_RELEASED, EpochReleased, decode_event
 from seqcollector.core.addresses import checksum
+from seqcollector.core.effects import QueryEligibleOnChain
 from seqcollector.core.keys import submission_set
 from seqcollector.runtime.collector import Collector
 from seqcollector.runtime.compose import CollectorRoot
 from seqcollector.runtime.pipeline import Pipeline
+from seqcollector.runtime.reward_answers import EligibleOnChainReader
 from seqcollector.runtime.startup import read_market_params
 from seqcollector.sources import Backoff, LogRanges, RpcPool, fetch_headers
 from sim.collector_runs import SimCollector, run_restarting
@@ -45,9 +49,11 @@ from sim.faults import fault_rng
 from sim.finalizer import Finalizer
 from sim.record import CanonicalWindow, FaultMark, SimRecord
 from sim.relayer import Relayer
+from sim.rewards_oracle import CountLog
 from sim.rpc_proxy import RpcProxy
 from sim.rpc_server import TesterRpcServer
 from sim.spec import SimSpec
+from sim.state_cacher import write_state_cache
 
 GENESIS = 1_700_000_000
 CanonicalChain = tuple[list[CanonicalWindow], dict[int, str]]  # its windows, its block hashes
@@ -61,13 +67,10 @@ class EvmWorld:
         self.rng = random.Random(f"{spec.seed}:world")
         self.tester = deterministic_tester(spec.seed, GENESIS, spec.block_time)
         self.server = TesterRpcServer(self.tester)
-        self.markets = [
-            "0x" + hashlib.sha256(f"evm-market{i}".encode()).hexdigest()[:40]
-            for i in range(spec.markets)
-        ]
+        self.markets: list[str] = []  # DataMarket contracts, lowercase (`deploy`)
         self.address = ""
         self.contract: ProtocolStateClient | None = None
-        self.released: dict[str, int] = dict.fromkeys(self.markets, 0)
+        self.released: dict[str, int] = {}
         self._planned: dict[int, list[tuple[str, int, str, bool]]] = {}  # step -> submissions
         self._snapshots: list[tuple[int, Any]] = []  # (head number, eth-tester snapshot id)
         self.step_no = 0
@@ -81,17 +84,31 @@ class EvmWorld:
         w3 = self.server.async_web3()
         self.address = await deploy_protocol_state(w3)
         self.contract = ProtocolStateClient(w3, self.address)
-        for market in self.markets:
-            await self.contract.create_data_market(market)
+        for _ in range(self.spec.markets):  # DataMarket contracts: P2 reads them on chain
+            market = (await self.contract.create_data_market_contract()).lower()
+            self.markets.append(market)
+            self.released[market] = 0
             await self.contract.set_snapshot_submission_window(market, self.spec.window_s)
-            await self.contract.set_epochs_in_a_day(market, 5)
+            await self.contract.set_epochs_in_a_day(market, self.spec.epochs_in_a_day)
+            await self.contract.set_daily_snapshot_quota(market, self.spec.daily_quota)
+        await write_state_cache(  # the state cacher's keys: TotalNodesCount (slots 1..N)
+            self.redis,
+            self.spec.slots,
+            dict.fromkeys(self.markets, self.spec.epochs_in_a_day),
+            dict.fromkeys(self.markets, self.spec.daily_quota),
+        )
 
     def core_config(self) -> CoreConfig:
+        s = self.spec
         return CoreConfig(
             protocol_state=self.address,
             markets=self.markets,
-            batch_size=self.spec.batch_size,
-            max_reorg_depth=self.spec.core_reorg_depth,
+            batch_size=s.batch_size,
+            max_reorg_depth=s.core_reorg_depth,
+            rewards=s.rewards,
+            rewards_update_epoch_interval=s.rewards_interval,
+            rewards_update_batch_size=s.rewards_batch,
+            past_days_buffer=s.past_days,
         )
 
     # -- one world step --------------------------------------------------------------------
@@ -180,13 +197,32 @@ class EvmWorld:
 # -- the run ---------------------------------------------------------------------------------
 
 
+@dataclass
+class RewardsSeen:
+    """What the rewards oracle needs from an EVM run (`sim.rewards_oracle`): the bodies the
+    relayer accepted, the finalizer's tallies after each drain, and each market's day
+    starts on the final chain (block, day), read from its DayStartedEvent logs."""
+
+    delivered: list[dict[str, Any]]
+    counts: CountLog
+    day_starts: dict[str, list[tuple[int, int]]]
+
+    def day_at(self, market: str, block: int) -> int:
+        day = 1  # dayCounter before any DayStartedEvent
+        for at, d in self.day_starts.get(market, []):
+            if at > block:
+                break
+            day = d
+        return day
+
+
 async def run_evm(
     spec: SimSpec,
     out_dir: Path,
     redis: aioredis.Redis,
     record: SimRecord,
     on_progress: Callable[[int, int], None] | None,
-) -> tuple[Finalizer, list[dict[str, Any]], SimCollector, CanonicalChain]:
+) -> tuple[Finalizer, list[dict[str, Any]], SimCollector, CanonicalChain, RewardsSeen]:
     """Run the EVM world and the collector in lockstep; returns what the checks need,
     the final chain's windows and block hashes included."""
     world = EvmWorld(spec, redis)
@@ -206,12 +242,20 @@ async def run_evm(
             lagging.lag_blocks = 3
         await world.deploy()
         record.markets = [checksum(m) for m in world.markets]
-        finalizer = Finalizer(redis, on_batch=world.finalize)
+        finalizer = Finalizer(redis, daily_quota=spec.daily_quota, on_batch=world.finalize)
         config = world.core_config()
+        pool = CurrentPool()
+        on_chain = EligibleOnChainReader(pool.request, ON_CHAIN_BUDGET_S)
         sim = SimCollector.build(
-            spec, redis, relayer, config, out_dir / "journal.jsonl", Timeouts(block_fetch=1.0)
+            spec,
+            redis,
+            relayer,
+            config,
+            out_dir / "journal.jsonl",
+            Timeouts(block_fetch=1.0),
+            answerers={QueryEligibleOnChain: on_chain},
         )
-        runner = _Runner(sim.root, world, [faulty.url, lagging.url], record)
+        runner = _Runner(sim.root, world, [faulty.url, lagging.url], record, pool)
         total = spec.epochs * spec.epoch_every + spec.markets + spec.window_s // spec.block_time + 3
         reorg_rng = fault_rng(spec.seed, "reorg")
         reorg_steps = (
@@ -231,16 +275,29 @@ async def run_evm(
                         record.faults.append(FaultMark("reorg", world.head()["number"], detail))
                 await world.step()
                 await runner.caught_up(world)
-                if await finalizer.drain():
+                head = int(world.head()["number"])
+                drained = await finalizer.drain()
+                counts.note(head, finalizer.counted)
+                if drained:
                     await runner.caught_up(world)
+                if spec.rewards and i % spec.epoch_every == 0:
+                    # once an epoch, the relayer puts what it was sent on chain: all of it
+                    # (the outbox drained first), so the chain never depends on timing
+                    await sim.drain_outbox()
+                    assert world.contract is not None
+                    if await relayer.submit_rewards(world.contract):
+                        await runner.caught_up(world)
                 if on_progress is not None:
                     on_progress(i + 1, total)
             runner.finish()
 
+        counts = CountLog()
         async with anyio.create_task_group() as tg:
             tg.start_soon(drive)
             await runner.run_collectors()
+        head = int(world.head()["number"])
         await finalizer.drain()
+        counts.note(head, finalizer.counted)
         await sim.drain_outbox()
         await sim.root.dispatcher.aclose()
         calls = [c for c, ok in relayer.answered("/submitBatchSize") if ok]
@@ -250,16 +307,23 @@ async def run_evm(
         for kind, n in sorted(faulty.faults.items()):
             record.faults.append(FaultMark("rpc", 0, f"{n} x {kind}"))
         chain = await canonical_windows(world, spec.window_s)
-        return finalizer, calls, sim, chain
+        seen = RewardsSeen(relayer.reward_updates(), counts, await day_starts(world))
+        return finalizer, calls, sim, chain, seen
 
 
 class _Runner:
     """Runs collector after collector (a crash kills one, the next starts from Redis)."""
 
     def __init__(
-        self, root: CollectorRoot, world: EvmWorld, urls: list[str], record: SimRecord
+        self,
+        root: CollectorRoot,
+        world: EvmWorld,
+        urls: list[str],
+        record: SimRecord,
+        current: CurrentPool,
     ) -> None:
         self.root, self.world, self.urls, self.record = root, world, urls, record
+        self.current = current
         self.pipeline: Pipeline | None = None
         self.collector: Collector | None = None
         self.done = False
@@ -286,6 +350,7 @@ class _Runner:
         async with RpcPool(
             self.urls, request_timeout_s=1.0, demote_s=0.3, max_lag_blocks=2
         ) as pool:
+            self.current.pool = pool
             await _retry(partial(self._start, pipeline, pool))
             assert self.collector is not None
             await self.collector.run()
@@ -301,6 +366,22 @@ class _Runner:
             self.collector.stop()
 
 
+ON_CHAIN_BUDGET_S = 10.0  # eligibleNodesForDay reads (as run's: TIMEOUT_MARKET_PROCESSING / 3)
+
+
+class CurrentPool:
+    """The RPC pool of the collector running now (a restart opens a new one): the contract
+    reads of the reward queries go through it, as `run`'s go through its pool."""
+
+    def __init__(self) -> None:
+        self.pool: RpcPool | None = None
+
+    async def request(self, method: str, params: list[Any]) -> Any:
+        if self.pool is None:
+            raise RuntimeError("no collector is running: no RPC pool to read the chain")
+        return await self.pool.request(method, params)
+
+
 async def _retry(fn: Callable[[], Awaitable[None]], attempts: int = 200) -> None:
     """Start-up reads meet the same RPC faults as everything else: try again."""
     for attempt in range(attempts):
@@ -311,6 +392,20 @@ async def _retry(fn: Callable[[], Awaitable[None]], attempts: int = 200) -> None
             if attempt == attempts - 1:
                 raise
             await anyio.sleep(0.01)
+
+
+async def day_starts(world: EvmWorld) -> dict[str, list[tuple[int, int]]]:
+    """Each market's DayStartedEvent(address indexed, uint256 dayId, uint256 timestamp) of
+    the final chain, as (block, day), decoded here (not by the core: this is the oracle)."""
+    topic = "0x" + keccak(text="DayStartedEvent(address,uint256,uint256)").hex()
+    async with RpcPool([world.server.url]) as pool:
+        head = int(world.head()["number"])
+        logs = await LogRanges().fetch_logs(pool, world.address, [topic], 0, head)
+    out: dict[str, list[tuple[int, int]]] = {}
+    for log in logs:
+        market = "0x" + log.topics[1][-40:].lower()
+        out.setdefault(market, []).append((log.block_number, int(log.data[2:66], 16)))
+    return {m: sorted(v) for m, v in out.items()}
 
 
 async def canonical_windows(

@@ -26,9 +26,9 @@ from seqcollector.core.addresses import checksum
 from seqcollector.core.batching import parse_member
 from seqcollector.runtime.executor import embedded_redis, redis_client
 from seqcollector.runtime.pipeline import Pipeline
-from sim import invariants
+from sim import invariants, rewards_oracle
 from sim.collector_runs import SimCollector, run_restarting
-from sim.evm import run_evm
+from sim.evm import RewardsSeen, run_evm
 from sim.faults import WORLD_KINDS, fault_rng
 from sim.finalizer import Finalizer, FinalizerProcess
 from sim.keysum import KeySum
@@ -207,7 +207,9 @@ async def _run_evm(
     limit_s = 120 + 4 * spec.epochs * spec.epoch_every * spec.markets
     try:
         with anyio.fail_after(limit_s):
-            finalizer, calls, sim, chain = await run_evm(spec, out_dir, redis, record, on_progress)
+            finalizer, calls, sim, chain, seen = await run_evm(
+                spec, out_dir, redis, record, on_progress
+            )
     except TimeoutError:
         log_file = out_dir / "sim.log"
         where = f"see {log_file}" if log_file.exists() else "see the log above"
@@ -220,6 +222,8 @@ async def _run_evm(
     timeline = replay_timeline(journal, out_dir / "effects.jsonl")
     windows, hashes = chain
     await _check(record, windows, hashes.get, timeline, finalizer, redis, calls)
+    if spec.rewards:
+        await _check_rewards(record, spec, timeline, hashes.get, finalizer, seen)
     record.first_block, record.last_block = 0, max(hashes)
     record.windows = list(timeline.windows.values())
     record.batches = timeline.batches
@@ -318,6 +322,45 @@ async def _check(
         record.summary["epochs batched again after a deep reorg (old batches not undone)"] = len(
             gone
         )
+
+
+async def _check_rewards(
+    record: SimRecord,
+    spec: SimSpec,
+    t: Timeline,
+    canonical_hash: Callable[[int], str | None],
+    finalizer: Finalizer,
+    seen: RewardsSeen,
+) -> None:
+    """Invariants 6 and 7 (`sim.rewards_oracle`): the final and periodic reward updates
+    against the finalizer's tallies and the chain's days."""
+    batched_at = {
+        key: number
+        for key, (number, block_hash) in t.closed_at.items()
+        if key in t.batch_counts and canonical_hash(number) == block_hash
+    }
+
+    async def day_at(lc: str, block: int) -> int:
+        return seen.day_at(lc, block)
+
+    due, over = rewards_oracle.due_days(batched_at, seen.day_at)
+    record.invariants += [
+        rewards_oracle.final_updates_exactly_once(
+            seen.delivered, finalizer.counted, finalizer.eligible, due, over, spec.rewards_batch
+        ),
+        await rewards_oracle.periodic_update_every_interval(
+            seen.delivered,
+            t.periodic,
+            batched_at,
+            seen.counts,
+            day_at,
+            spec.rewards_interval,
+            spec.slots,
+            spec.rewards_batch,
+        ),
+    ]
+    record.summary["reward updates delivered (repeats kept)"] = len(seen.delivered)
+    record.summary["market-days over / final update due"] = f"{len(over)} / {len(due)}"
 
 
 def _deep_replaced(

@@ -24,6 +24,15 @@ class SimSpec(msgspec.Struct, frozen=True):
     lockstep: bool = True  # fast mode: a commit per block (more crash points); False for load
     processes: bool = False  # load runs on a Redis server: world and finalizer run apart
     crash_at: frozenset[tuple[int, str]] = frozenset()  # exact crash points (commit number)
+    # EVM mode's days and rewards: a day of `epochs_in_a_day` epochs, a slot eligible at
+    # `daily_quota` counted submissions a day, the collector's REWARDS_UPDATE_EPOCH_INTERVAL,
+    # REWARDS_UPDATE_BATCH_SIZE and PAST_DAYS_BUFFER
+    rewards: bool = True
+    epochs_in_a_day: int = 5
+    daily_quota: int = 3
+    rewards_interval: int = 2
+    rewards_batch: int = 3
+    past_days: int = 2
 
     @property
     def core_reorg_depth(self) -> int:

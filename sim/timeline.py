@@ -9,7 +9,13 @@ from pathlib import Path
 
 from seqcollector.core import invariants, new_state, step
 from seqcollector.core.addresses import checksum
-from seqcollector.core.effects import Effect, ListPush, QuerySubmissionSets, SetValue
+from seqcollector.core.effects import (
+    Effect,
+    ListPush,
+    QuerySubmissionSets,
+    RelayerCall,
+    SetValue,
+)
 from seqcollector.core.state import BlockRef
 from seqcollector.journal import EffectsDigest, read_header, read_inputs
 from sim.keysum import KeySum, item_digest
@@ -27,6 +33,8 @@ class Timeline:
         # epoch of the same id): what its earlier generations pushed, which cannot be undone
         self.superseded: dict[tuple[str, int], Superseded] = {}
         self.opened_hash: dict[tuple[str, int], str] = {}  # the release block's, last opened
+        # the periodic reward update (P1) bodies committed, by (market, epoch)
+        self.periodic: dict[tuple[str, int], list[dict[str, object]]] = {}
         self.digest = ""
         self._generation: dict[tuple[str, int], Superseded] = {}  # the latest, per epoch
 
@@ -88,6 +96,9 @@ def _scan(t: Timeline, effects: list[Effect], head: int, head_hash: str) -> None
             if key in t.windows:
                 w = t.windows[key]
                 t.windows[key] = WindowSpan(w.market, w.epoch, w.opened_block, head)
+        elif isinstance(effect, RelayerCall) and effect.id.startswith("rewards-periodic:"):
+            _, lc, epoch_text = effect.id.split(":")[:3]
+            t.periodic.setdefault((lc, int(epoch_text)), []).append(effect.body)
         elif isinstance(effect, ListPush) and effect.key == "finalizerQueue":
             t.pushed[item_digest(effect.value)] += 1
             item = json.loads(effect.value)

@@ -6,8 +6,9 @@ Redis reads are pipelined: a periodic update of N slots is two round trips (GET
 the members' counts), a past-days recheck one; Go does one GET per slot. A Redis error
 propagates (the group is retried: nothing can be committed without Redis anyway).
 
-The contract read never raises: a node that fails or times out answers None for the days
-it could not read, with the reason (`EligibleOnChain.error`); the core alerts and waits for
+The contract read never raises: it is tried again while its budget lasts, and a node that
+still fails answers None for the days it could not read, with the reason
+(`EligibleOnChain.error`); the core alerts and waits for
 the next recheck, so a failing node delays only the reward update, never a batch (R1).
 """
 
@@ -34,6 +35,7 @@ log = structlog.get_logger(__name__)
 
 _PAGE = 10_000  # keys per MGET (one round trip; a reply of 10,000 counts is small)
 ELIGIBLE_NODES_FOR_DAY = "eligibleNodesForDay(uint256)"
+RETRY_PAUSES = (0.05, 0.1, 0.2, 0.5, 1.0)  # seconds between reads of one day, then 1 s
 
 
 def _int(value: bytes | str | None) -> int | None:
@@ -147,11 +149,22 @@ class EligibleOnChainReader:
         errors: list[str] = []
         deadline = anyio.current_time() + self._budget_s
         for day in q.days:
+            value, error = await self._read(q, day, deadline)
+            counts.append(value)
+            if error:
+                errors.append(f"day {day}: {error}"[:300])
+        return EligibleOnChain(q.query_id, q.market, q.epoch, counts, "; ".join(errors)[:1000])
+
+    async def _read(
+        self, q: QueryEligibleOnChain, day: int, deadline: float
+    ) -> tuple[int | None, str]:
+        """One day's count, read again after a failure (RETRY_PAUSES) while the budget lasts
+        -> (count, "") or (None, the last failure)."""
+        last = f"not read, the {self._budget_s:g} s budget was spent"
+        for attempt in range(1_000):
             left = deadline - anyio.current_time()
             if left <= 0:
-                counts.append(None)
-                errors.append(f"day {day}: not read, the {self._budget_s:g} s budget was spent")
-                continue
+                break
             try:
                 raw = await contract_view(
                     self._request,
@@ -162,18 +175,19 @@ class EligibleOnChainReader:
                     timeout_s=left,
                     contract_name="DataMarket",
                 )
-                value = int.from_bytes(raw[:32], "big") if len(raw) >= 32 else None
-                if value is None or value >= 2**62:
+                if len(raw) < 32 or int.from_bytes(raw[:32], "big") >= 2**62:
                     raise ValueError(f"returned {raw[:40].hex() or 'nothing'}")
-                counts.append(value)
+                return int.from_bytes(raw[:32], "big"), ""
             except Exception as exc:  # a failed read is an answer (R1)
+                last = f"{type(exc).__name__}: {exc}"
                 log.warning(
                     "eligible_nodes_read_failed",
                     market=q.market,
                     day=day,
                     block=q.block,
-                    error=str(exc),
+                    attempt=attempt + 1,
+                    error=last,
                 )
-                counts.append(None)
-                errors.append(f"day {day}: {type(exc).__name__}: {exc}"[:300])
-        return EligibleOnChain(q.query_id, q.market, q.epoch, counts, "; ".join(errors)[:1000])
+            pause = RETRY_PAUSES[min(attempt, len(RETRY_PAUSES) - 1)]
+            await anyio.sleep(min(pause, max(deadline - anyio.current_time(), 0)))
+        return None, last

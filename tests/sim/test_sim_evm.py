@@ -14,14 +14,22 @@ from sim.faults import KINDS
 from sim.harness import SimSpec, run_simulation
 
 SMALL = {
-    "epochs": 2,
+    "epochs": 3,
     "markets": 2,
     "projects": 4,
     "slots": 5,
     "fast": False,
     "window_s": 10,
     "epoch_every": 5,
+    # days of 2 epochs: day 2 starts at epoch 3 (the day rolls over in every run), a slot
+    # is eligible at its first counted submission, one chunk per reward update
+    "epochs_in_a_day": 2,
+    "daily_quota": 1,
+    "rewards_batch": 5,
 }
+# Long enough for final reward updates to fall due (BufferEpochs = 5 after the day rolls
+# over at epoch 3): each day's final update is checked against the finalizer's counts.
+LONG = {**SMALL, "epochs": 8, "epoch_every": 3, "rewards_batch": 2}
 
 
 # 50 seeds, every fault kind. Seed 104 once hung: the world's last step stopped a collector
@@ -35,8 +43,22 @@ def test_every_invariant_holds_with_every_fault_on_the_evm(seed: int, tmp_path: 
         run_simulation, SimSpec(seed=seed, faults=frozenset(KINDS), **SMALL), tmp_path
     )
     assert [i.name for i in record.invariants if not i.ok] == [], record.invariants
-    assert len(record.invariants) == 5
+    assert len(record.invariants) == 7  # the batching ones, rewards (final, periodic), twin
     assert record.summary["rpc faults injected"] > 0  # rpc and lag are real here
+    over, _ = str(record.summary["market-days over / final update due"]).split(" / ")
+    assert int(over) >= 2  # every market's day rolled over
+
+
+@pytest.mark.parametrize("seed", [201, 202, 203])
+def test_final_reward_updates_fall_due_and_hold_with_every_fault(seed: int, tmp_path: Path) -> None:
+    record = anyio.run(
+        run_simulation, SimSpec(seed=seed, faults=frozenset(KINDS), **LONG), tmp_path
+    )
+    assert [i.name for i in record.invariants if not i.ok] == [], record.invariants
+    _, due = str(record.summary["market-days over / final update due"]).split(" / ")
+    assert int(due) >= 1  # a final update checked (a reorg may take a market's last epoch)
+    finals = next(i for i in record.invariants if i.name.startswith("every day's final"))
+    assert finals.detail == f"{due} market-days checked"
 
 
 def test_evm_runs_are_deterministic_and_replayable(tmp_path: Path) -> None:
