@@ -23,8 +23,11 @@ from bisect import bisect_left
 
 from seqcollector.core import keys
 from seqcollector.core.abi import DayStarted
+from seqcollector.core.addresses import lower_address
 from seqcollector.core.batching import go_json
 from seqcollector.core.effects import Effect, IncrementBy, SetAdd, SetValue
+from seqcollector.core.inputs import StoredDays
+from seqcollector.core.reporting import count, reject
 from seqcollector.core.state import DayMarker, MarketDays, MarketState, State
 
 BUFFER_EPOCHS = 5  # Go's BufferEpochs: the final update waits this many epochs
@@ -89,6 +92,36 @@ def transition(
         for m in due:
             _add_sorted(md.fired, m.day)
     return due
+
+
+def on_stored_days(state: State, inp: StoredDays, out: list[Effect]) -> bool:
+    """A market's day record as Redis held it at start: adopted if the core has none of its
+    own for that market (a first start on this namespace, e.g. a switch from the Go
+    collector), else ignored (the core's own record is the truth). -> the domain changed
+    (never: days are history)."""
+    lc = lower_address(inp.market)
+    what = f"stored days of market {inp.market[:64]}"
+    if lc is None or lc not in state.domain.markets:
+        reject(state, out, "unconfigured_market", what)
+        return False
+    if not state.config.rewards:
+        return False
+    numbers = [inp.last_known_day or 0, *(n for m in inp.markers for n in m)]
+    if any(not 0 <= n < 2**62 for n in numbers):
+        reject(state, out, "number_out_of_range", f"{what}: a day or epoch out of range")
+        return False
+    md = market_days(state, lc)
+    if md.last_known_day is not None or md.markers or md.fired:
+        count(state, "stored_days_ignored", 1)
+        return False
+    md.last_known_day = inp.last_known_day
+    by_day: dict[int, DayMarker] = {}
+    for day, epoch, buffer_epoch in sorted(inp.markers):
+        if day >= 1 and (inp.last_known_day is None or day < inp.last_known_day):
+            by_day.setdefault(day, DayMarker(day, epoch, buffer_epoch))
+    md.markers = [by_day[d] for d in sorted(by_day)]
+    count(state, "stored_markers_adopted", len(md.markers))
+    return False
 
 
 def final_pending(md: MarketDays, day: int) -> bool:

@@ -112,6 +112,18 @@ class EligibleOnChain(msgspec.Struct, tag="eligible_on_chain", frozen=True, omit
     error: str = ""
 
 
+class StoredDays(msgspec.Struct, tag="stored_days", frozen=True):
+    """What Redis holds of a market's days when a run starts (the Go collector's, on a
+    switch): `LastKnownDayKey` and the rollover markers not yet fired, each (LastKnownDay,
+    CurrentEpoch, BufferEpoch) from `DayRolloverEpochMarkerDetailsKey`. The core adopts them
+    for a market it has no day record of, so a day rolled over under the Go collector
+    still gets its final reward update."""
+
+    market: str
+    last_known_day: int | None
+    markers: list[tuple[int, int, int]] = []
+
+
 class Rewind(msgspec.Struct, tag="rewind", frozen=True):
     """A reorg: forget every block above `to_block` (the common ancestor)."""
 
@@ -137,6 +149,7 @@ Input = (
     | DaySet
     | PastDays
     | EligibleOnChain
+    | StoredDays
     | Rewind
     | Tick
 )

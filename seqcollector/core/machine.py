@@ -34,6 +34,7 @@ from seqcollector.core.inputs import (
     Log,
     MarketParams,
     Rewind,
+    StoredDays,
     Tick,
 )
 from seqcollector.core.markets import on_market_params
@@ -60,6 +61,8 @@ def step(state: State, inp: Input) -> tuple[State, list[Effect]]:
         changed = queries.on_answer(state, inp, out)
     elif isinstance(inp, MarketParams):
         changed = on_market_params(state, inp, out)
+    elif isinstance(inp, StoredDays):
+        changed = days.on_stored_days(state, inp, out)
     elif isinstance(inp, Rewind):
         changed = on_rewind(state, inp, out)
     elif isinstance(inp, Tick):
@@ -79,7 +82,9 @@ def _int_fields(cls: type[Input]) -> tuple[str, ...]:
     return tuple(f.name for f in msgspec.structs.fields(cls) if f.type in (int, int | None))
 
 
-_INT_FIELDS = {cls: _int_fields(cls) for cls in (Block, Log, MarketParams, *ANSWERS, Rewind, Tick)}
+_INT_FIELDS = {
+    cls: _int_fields(cls) for cls in (Block, Log, MarketParams, *ANSWERS, StoredDays, Rewind, Tick)
+}
 
 
 def _unfit_number(inp: Input) -> str | None:

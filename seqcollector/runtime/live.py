@@ -48,6 +48,7 @@ from seqcollector.runtime.startup import (
     read_market_params,
     with_retries,
 )
+from seqcollector.runtime.stored_days import read_stored_days
 from seqcollector.runtime.workers import WorkerPool
 from seqcollector.sources.retrying import Backoff
 
@@ -194,6 +195,10 @@ async def run_live(
             timeout_s=settings.contract_query_timeout,
         )
         await pipeline.apply(params)
+        if config.rewards:  # a switch from the Go collector: its day and unfired markers
+            with anyio.fail_after(settings.timeouts.redis_operation):
+                stored = await read_stored_days(redis, config.markets)
+            await pipeline.apply(stored)
         follower = root.follower(
             pipeline,
             pool,

@@ -129,3 +129,27 @@ async def test_a_node_that_fails_is_an_answer_not_a_raise() -> None:
     answer = await reader.answer(QueryEligibleOnChain(1, market, 9, 100, [3, 2], [1, 1]))
     assert answer.counts == [None, None]
     assert "node down" in answer.error and "day 3" in answer.error
+
+
+@pytest.mark.redis
+async def test_stored_days_read_in_the_go_format(redis_backend: Any) -> None:
+    from seqcollector.runtime.stored_days import read_stored_days
+
+    redis = redis_backend.client()
+    other = "0x" + "ab" * 20
+    await redis.set(f"LastKnownDayKey.{LC}", "4")
+    await redis.sadd(f"DayRolloverEpochMarkerSetKey.{LC}", "90", "120", "7")
+    await redis.set(
+        f"DayRolloverEpochMarkerDetailsKey.{LC}.90",
+        '{"LastKnownDay":"2","CurrentEpoch":90,"BufferEpoch":95}',
+    )
+    await redis.set(
+        f"DayRolloverEpochMarkerDetailsKey.{LC}.120",
+        '{"LastKnownDay":"3","CurrentEpoch":120,"BufferEpoch":125}',
+    )
+    await redis.set(f"DayRolloverEpochMarkerDetailsKey.{LC}.7", "not json")
+    found = await read_stored_days(redis, [LC, other])
+    assert [(s.market, s.last_known_day, s.markers) for s in found] == [
+        (LC, 4, [(2, 90, 95), (3, 120, 125)]),
+        (other, None, []),
+    ]

@@ -258,3 +258,35 @@ def test_final_update_body_carries_eip55_not_the_configured_string() -> None:
     final = [c for c in reward_calls(effects) if c.id.startswith("rewards-final")]
     assert final and final[0].body["dataMarketAddress"] == EIP55
     assert json.dumps(final[0].body)
+
+
+def test_a_switch_from_go_adopts_its_last_known_day_and_unfired_markers() -> None:
+    """Go left LastKnownDay 2 and an unfired marker of day 1 (BufferEpoch 3, already passed:
+    Go's == never hit, R4): our first batch preparation fires it, removing Go's keys."""
+    from seqcollector.core.inputs import StoredDays
+
+    w = world_with_days()
+    state = fresh(rewards_update_epoch_interval=1000)
+    feed(state, w, StoredDays(MARKET, 2, [(1, 7, 3)]))
+    from corekit import day_started
+
+    feed(state, w, day_started(100, 2))
+    by_block = chain(state, w, 101, 110)
+    effects = all_effects(by_block)
+    final = [c for c in reward_calls(effects) if c.id.startswith("rewards-final")]
+    assert [c.body["day"] for c in final] == [1]
+    assert SetRemove(f"DayRolloverEpochMarkerSetKey.{MARKET}", "7") in effects
+    assert not of(effects, SetAdd)  # day 2 is the last known day: no new marker
+
+
+def test_stored_days_never_override_the_cores_own_record() -> None:
+    from seqcollector.core.inputs import StoredDays
+
+    w = world_with_days()
+    state = fresh(rewards_update_epoch_interval=1000)
+    chain(state, w, 101, 110)  # the core knows day 1 itself now
+    out = feed(state, w, StoredDays(MARKET, 5, [(4, 1, 6)]))
+    assert not reward_calls(out)
+    assert state.days[MARKET.lower()].last_known_day == 1
+    assert state.counters["stored_days_ignored"] == 1
+    assert state.days[MARKET.lower()].markers == []
