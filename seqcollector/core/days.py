@@ -68,7 +68,13 @@ def transition(
     (BufferEpoch <= epoch), taken out of the pending ones and recorded as fired."""
     md = market_days(state, lc)
     day = ms.day
-    if day is not None and (md.last_known_day is None or day > md.last_known_day):
+    taken = any(m.epoch == epoch for m in md.markers)
+    if day is not None and (md.last_known_day is None or day > md.last_known_day) and taken:
+        # A pending marker already has this epoch (a reorg deeper than MAX_REORG_DEPTH made
+        # the epoch batched again): its keys are named by epoch, so this day's marker waits
+        # for the next batch preparation, with an epoch of its own.
+        count(state, "day_transition_deferred", 1)
+    elif day is not None and (md.last_known_day is None or day > md.last_known_day):
         old = md.last_known_day
         if old is not None and old not in md.fired and all(m.day != old for m in md.markers):
             marker = DayMarker(old, epoch, epoch + BUFFER_EPOCHS)
