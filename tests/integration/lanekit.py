@@ -54,7 +54,8 @@ def _key(path: str, body: dict[str, Any]) -> str:
     if path == "/submitBatchSize":
         return f"epoch:{body['epochID']}"
     if path == "/submitUpdateRewards":
-        return f"chunk:{body['day']}:{body['slotIDs'][0]}"
+        first = body["slotIDs"][0] if body["slotIDs"] else "recheck"  # P2: {[], [], X, n}
+        return f"chunk:{body['day']}:{first}"
     return str(body.get("error_msg", ""))
 
 
