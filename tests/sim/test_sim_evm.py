@@ -58,7 +58,7 @@ def test_final_reward_updates_fall_due_and_hold_with_every_fault(seed: int, tmp_
     _, due = str(record.summary["market-days over / final update due"]).split(" / ")
     assert int(due) >= 1  # a final update checked (a reorg may take a market's last epoch)
     finals = next(i for i in record.invariants if i.name.startswith("every day's final"))
-    assert finals.detail == f"{due} market-days checked"
+    assert int(finals.detail.split()[0]) >= int(due)  # each due day checked (and any sent)
 
 
 def test_evm_runs_are_deterministic_and_replayable(tmp_path: Path) -> None:
