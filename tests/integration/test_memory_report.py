@@ -38,3 +38,23 @@ async def test_zero_is_off() -> None:
         with anyio.fail_after(1.0):
             await memory_reports(0)
     assert logs == [] and not tracemalloc.is_tracing()
+
+
+async def test_tracemalloc_traces_only_the_window_before_each_report() -> None:
+    """Tracing slows every allocation: on for the last tenth of each interval only."""
+    seen: list[bool] = []
+
+    async def watch() -> None:
+        for _ in range(40):
+            await anyio.sleep(0.05)
+            seen.append(tracemalloc.is_tracing())
+
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            with anyio.move_on_after(2.0):
+                await memory_reports(1 / 60)  # every second, traced for the last 0.1 s
+            tg.cancel_scope.cancel()
+    reports = [e for e in logs if e["event"] == "memory_report"]
+    assert reports and reports[0]["traced_s"] == pytest.approx(0.1)
+    assert sum(seen) <= len(seen) // 2  # tracing a small share of the time (0.1 s in 1 s)
