@@ -90,12 +90,10 @@ class EvmWorld:
             self.released[market] = 0
             await self.contract.set_snapshot_submission_window(market, self.spec.window_s)
             await self.contract.set_epochs_in_a_day(market, self.spec.epochs_in_a_day)
-            await self.contract.set_daily_snapshot_quota(market, self.spec.daily_quota)
-        await write_state_cache(  # the state cacher's keys: TotalNodesCount (slots 1..N)
-            self.redis,
-            self.spec.slots,
-            dict.fromkeys(self.markets, self.spec.epochs_in_a_day),
-            dict.fromkeys(self.markets, self.spec.daily_quota),
+        # the state cacher's keys: TotalNodesCount (slots 1..N), EpochsInADay. The daily
+        # quota stays the contract's default: only the finalizer applies one (its own)
+        await write_state_cache(
+            self.redis, self.spec.slots, dict.fromkeys(self.markets, self.spec.epochs_in_a_day)
         )
 
     def core_config(self) -> CoreConfig:
