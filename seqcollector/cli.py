@@ -431,6 +431,78 @@ def cleanup(config_path: str | None, namespace: str, dry_run: bool) -> None:
     out.print(Text(f"{verb} {total} keys in {report.round_trips} round trips{done}"))
 
 
+@main.command()
+@config_option
+@click.option(
+    "--namespace",
+    default="seqcollector",
+    show_default=True,
+    help="The collector's namespace (as given to run).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@one_line_errors
+def status(config_path: str | None, namespace: str, as_json: bool) -> None:
+    """What a namespace holds: checkpoint, committed head, chain head and lag (when RPC_NODES
+    answer), open windows and day records per market, pending queries, outbox by lane,
+    state size. Reads only."""
+    import msgspec
+
+    from seqcollector.config import load_settings
+    from seqcollector.runtime.status import status_command
+
+    settings = load_settings(config_path)
+    found = anyio.run(status_command, settings, namespace)
+    out = Console(soft_wrap=True, highlight=False)
+    if as_json:
+        out.print(Text(msgspec.json.encode(found).decode()))
+        return
+    lag = f" (lag {found.lag_blocks} blocks)" if found.lag_blocks is not None else ""
+    chain = (
+        f"chain head {found.chain_head}{lag}"
+        if found.chain_head is not None
+        else "chain head unknown"
+    )
+    out.print(
+        Text(
+            f"namespace {found.namespace!r}: {found.seq} inputs applied, "
+            f"committed block {found.committed_block}, {chain}"
+        )
+    )
+    out.print(Text(f"state: {found.state_bytes:,} bytes, format {found.state_format}"))
+    table = Table(title="markets")
+    for column in (
+        "market",
+        "day",
+        "open windows",
+        "queried",
+        "last known day",
+        "finals pending (days)",
+        "epochs remembered",
+    ):
+        table.add_column(column)
+    for m in found.markets:
+        table.add_row(
+            m.market,
+            str(m.day),
+            _epochs(m.open_windows),
+            _epochs(m.queried_windows),
+            str(m.last_known_day),
+            _epochs(m.pending_markers),
+            str(m.emitted_epochs),
+        )
+    out.print(table)
+    pending = ", ".join(f"{k} {n}" for k, n in found.pending_queries.items()) or "none"
+    lanes = ", ".join(f"{k} {n}" for k, n in found.outbox_pending.items()) or "empty"
+    out.print(Text(f"pending queries: {pending}"))
+    oldest = f" (oldest {found.outbox_oldest_id})" if found.outbox_oldest_id else ""
+    out.print(Text(f"outbox pending: {lanes}{oldest}"))
+
+
+def _epochs(values: list[int]) -> str:
+    shown = ", ".join(str(v) for v in values[:8])
+    return shown + (f" ... ({len(values)})" if len(values) > 8 else "") if values else "-"
+
+
 @main.command("check-config")
 @config_option
 @click.option(
