@@ -16,8 +16,8 @@ setup: $(PY)  ## install every Python and npm dependency (.venv, node_modules: s
 	npm ci --no-audit --no-fund --loglevel=error
 	@$(BIN)/seqcollector --version
 
-test: lint  ## lint, type-check the core, then every test (unit, property, integration, e2e)
-	$(BIN)/pytest -q -n 2 -p no:cacheprovider
+test: lint  ## lint, type-check the core, then every test (unit, property, integration, e2e); 3 workers on 2 cores: the simulations wait on loopback I/O about half the time
+	$(BIN)/pytest -q -n 3 -p no:cacheprovider
 
 lint:  ## ruff on everything, mypy --strict on the core
 	$(BIN)/ruff check seqcollector sim tests bench
