@@ -41,6 +41,12 @@ log = structlog.get_logger("seqcollector.cli")
 EXIT_BAD_INPUT = EXIT_SETTINGS
 F = TypeVar("F", bound=Callable[..., Any])
 
+namespace_option = click.option(
+    "--namespace",
+    default="seqcollector",
+    show_default=True,
+    help="The collector's namespace (as given to run): its stored state and keys.",
+)
 config_option = click.option(
     "--config",
     "config_path",
@@ -397,12 +403,7 @@ def _log_to(file: TextIO) -> None:
 
 @main.command()
 @config_option
-@click.option(
-    "--namespace",
-    default="seqcollector",
-    show_default=True,
-    help="The namespace whose stored state says which windows are open (as given to run).",
-)
+@namespace_option
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
 @one_line_errors
 def cleanup(config_path: str | None, namespace: str, dry_run: bool) -> None:
@@ -433,12 +434,7 @@ def cleanup(config_path: str | None, namespace: str, dry_run: bool) -> None:
 
 @main.command()
 @config_option
-@click.option(
-    "--namespace",
-    default="seqcollector",
-    show_default=True,
-    help="The collector's namespace (as given to run).",
-)
+@namespace_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @one_line_errors
 def status(config_path: str | None, namespace: str, as_json: bool) -> None:
