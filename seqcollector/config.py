@@ -99,10 +99,16 @@ class Features(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     new_context_management: bool = True
     enhanced_worker_pool: bool = True
-    metrics_enabled: bool = True
+    metrics_enabled: bool = True  # FEATURE_METRICS_ENABLED: /metrics served and recorded
     # seqcollector's own: reward updates (`submitUpdateRewards`) and day-rollover markers.
     # On by default, as the Go collector sends them; off changes the core's outputs.
     rewards: bool = True
+    # ATTESTOR_QUEUE_PUSH_ENABLED: every batch also goes to the attestor queue (Go default off)
+    attestor_queue: bool = False
+    # INIT_CLEANUP_ENABLED: the start-up cleanup of stale collector keys (Go default off)
+    cleanup: bool = False
+    # SEQ_API_ENABLED: `run` serves the read API, /metrics, /health and /ready
+    api: bool = True
 
 
 class Monitoring(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -111,6 +117,11 @@ class Monitoring(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     error_rate_threshold: float = 0.1
     health_check_interval: float = 60.0
     metrics_retention: float = 24 * 3600.0
+    # Readiness (/ready), seqcollector's own: the last commit within this many BLOCK_TIMEs,
+    # the head lag under this many blocks, the outbox's oldest entry younger than this.
+    ready_commit_blocks: int = 10
+    ready_max_lag_blocks: int = 50
+    ready_max_outbox_age: float = 300.0
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -149,8 +160,6 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retry_limits: int = 3
     contract_query_timeout: float = 60.0
     periodic_eligible_count_alerts: bool = True
-    attestor_queue_push_enabled: bool = False
-    init_cleanup_enabled: bool = False
     concurrent_submission_count_updates: int = 10
     memory_profiling_interval: float = 15.0  # minutes, as Go; 0: no memory reports
     enable_market_migration: bool = False
@@ -162,7 +171,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_reorg_depth: int = 64
     start_block: int | None = None  # None: start at the chain head
     redis_url_override: str = ""  # SEQ_REDIS_URL / yaml `redis_url`; see redis_url()
+    api_host: str = "0.0.0.0"  # as Go, which listens on :8080 on every interface
     api_port: int = 8080
+    log_format: str = "auto"  # auto: console on a terminal, JSON lines otherwise
+    log_level: str = "info"
     slot_submissions_ttl_s: int = 7 * 24 * 3600
     # How long `run`/`replay`/`check-config --connect` retry an unreachable Redis, RPC node
     # or contract at start before giving up with one line (0: one attempt).
@@ -183,6 +195,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         msgspec.structs.force_setattr(
             self, "data_market_addresses", tuple(a.lower() for a in self.data_market_addresses)
         )
+
+    @property
+    def attestor_queue_push_enabled(self) -> bool:
+        """ATTESTOR_QUEUE_PUSH_ENABLED (``features.attestor_queue``)."""
+        return self.features.attestor_queue
+
+    @property
+    def init_cleanup_enabled(self) -> bool:
+        """INIT_CLEANUP_ENABLED (``features.cleanup``)."""
+        return self.features.cleanup
 
     @property
     def markets_checksummed(self) -> tuple[str, ...]:
@@ -472,6 +494,35 @@ class _Text(_Kind):
 
 
 @dataclass(frozen=True)
+class _OneDay(_Kind):
+    """MONITORING_METRICS_RETENTION: the seed's 24h, and only that. Prometheus pulls /metrics
+    and keeps the history; the process keeps none it could prune."""
+
+    def parse(self, raw: object) -> float:
+        value = _as_number(raw, units=True)
+        if value != DAY_S:
+            raise _Invalid(
+                f"only 24h is accepted, got {_plain(value)} s: seqcollector keeps no metric"
+                " history (Prometheus scrapes /metrics and stores it); set the retention on the"
+                " Prometheus server (--storage.tsdb.retention.time) and unset this one"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class _Choice(_Kind):
+    """One of a few words, in any case; stored lowercase."""
+
+    words: tuple[str, ...]
+
+    def parse(self, raw: object) -> str:
+        text = _as_text(raw).strip().lower()
+        if text not in self.words:
+            raise _Invalid(f"must be one of {', '.join(self.words)}, got {_clip(raw)}")
+        return text
+
+
+@dataclass(frozen=True)
 class _Url(_Kind):
     schemes: tuple[str, ...]
     mask_path: bool = False
@@ -661,8 +712,8 @@ _SPECS: Final[tuple[_Spec, ...]] = (
     _Spec("RETRY_LIMITS", "retry_limits", _Int(1, 1_000)),  # attempts; 0 would never try
     _Spec("CONTRACT_QUERY_TIMEOUT", "contract_query_timeout", _Seconds()),
     _Spec("PERIODIC_ELIGIBLE_COUNT_ALERTS", "periodic_eligible_count_alerts", _Bool()),
-    _Spec("ATTESTOR_QUEUE_PUSH_ENABLED", "attestor_queue_push_enabled", _Bool()),
-    _Spec("INIT_CLEANUP_ENABLED", "init_cleanup_enabled", _Bool()),
+    _Spec("ATTESTOR_QUEUE_PUSH_ENABLED", "features.attestor_queue", _Bool()),
+    _Spec("INIT_CLEANUP_ENABLED", "features.cleanup", _Bool()),
     _Spec("CONCURRENT_SUBMISSION_COUNT_UPDATES", "concurrent_submission_count_updates",
           _Int(1, 10_000)),
     _Spec("MEMORY_PROFILING_INTERVAL", "memory_profiling_interval", _Minutes()),
@@ -674,7 +725,11 @@ _SPECS: Final[tuple[_Spec, ...]] = (
     _Spec("SEQ_MAX_REORG_DEPTH", "max_reorg_depth", _Int(*RANGES["max_reorg_depth"])),
     _Spec("SEQ_START_BLOCK", "start_block", _StartBlock()),
     _Spec("SEQ_REDIS_URL", "redis_url", _Url(_REDIS), attr="redis_url_override"),
+    _Spec("SEQ_API_HOST", "api_host", _Text()),
     _Spec("SEQ_API_PORT", "api_port", _Int(0, 65535)),
+    _Spec("SEQ_API_ENABLED", "features.api", _Bool()),
+    _Spec("SEQ_LOG_FORMAT", "log_format", _Choice(("auto", "console", "json"))),
+    _Spec("SEQ_LOG_LEVEL", "log_level", _Choice(("debug", "info", "warning", "error"))),
     _Spec("SEQ_SLOT_SUBMISSIONS_TTL_S", "slot_submissions_ttl_s",
           _Int(*RANGES["slot_submissions_ttl_s"])),
     _Spec("SEQ_STARTUP_TIMEOUT_S", "startup_timeout_s", _Seconds(lo=0)),
@@ -697,8 +752,10 @@ _SPECS: Final[tuple[_Spec, ...]] = (
     _Spec("SEQ_FEATURE_REWARDS", "features.rewards", _Bool()),
     _Spec("MONITORING_ERROR_RATE_THRESHOLD", "monitoring.error_rate_threshold", _Fraction()),
     _Spec("MONITORING_HEALTH_CHECK_INTERVAL", "monitoring.health_check_interval", _Seconds()),
-    _Spec("MONITORING_METRICS_RETENTION", "monitoring.metrics_retention",
-          _Seconds(lo=1, hi=10 * YEAR_S)),
+    _Spec("MONITORING_METRICS_RETENTION", "monitoring.metrics_retention", _OneDay()),
+    _Spec("SEQ_READY_COMMIT_BLOCKS", "monitoring.ready_commit_blocks", _Int(1, 1_000_000)),
+    _Spec("SEQ_READY_MAX_LAG_BLOCKS", "monitoring.ready_max_lag_blocks", _Int(1, 10_000_000)),
+    _Spec("SEQ_READY_MAX_OUTBOX_AGE", "monitoring.ready_max_outbox_age", _Seconds(lo=1)),
 )  # fmt: skip
 
 _LEGACY_RPC_URL: Final = "PROST_RPC_URL"
@@ -831,7 +888,13 @@ NOT_YET_APPLIED: Final[dict[str, str]] = {
     " logged, not served",
     "MONITORING_ERROR_RATE_THRESHOLD": "health checks land with issue 10",
     "MONITORING_HEALTH_CHECK_INTERVAL": "health checks land with issue 10",
-    "MONITORING_METRICS_RETENTION": "metrics land with issue 10",
+    "SEQ_API_HOST": "the read API is being built (issue 10)",
+    "SEQ_API_ENABLED": "the read API is being built (issue 10)",
+    "SEQ_LOG_FORMAT": "log rendering is being built (issue 10)",
+    "SEQ_LOG_LEVEL": "log rendering is being built (issue 10)",
+    "SEQ_READY_COMMIT_BLOCKS": "/ready is being built (issue 10)",
+    "SEQ_READY_MAX_LAG_BLOCKS": "/ready is being built (issue 10)",
+    "SEQ_READY_MAX_OUTBOX_AGE": "/ready is being built (issue 10)",
 }
 # Feature flags of the seed's rollout whose old behaviour does not exist here: `true` (the
 # default) is what seqcollector always does; `false` is refused.

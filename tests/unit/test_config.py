@@ -261,7 +261,6 @@ batch_size: 20
 redis_port: 6390
 data_market_addresses: ["{M1}"]
 protocol_state_contract: "{PS}"
-attestor_queue_push_enabled: yes
 start_block: 100
 redis_url: redis://cache:6379/1
 timeouts:
@@ -271,6 +270,7 @@ worker_pool:
   size: 3
 features:
   metrics_enabled: false
+  attestor_queue: yes
 """,
     )
     s = load({"BATCH_SIZE": "30", "TIMEOUT_REDIS_OPERATION": "4"}, path)
@@ -512,7 +512,7 @@ def test_yaml_unquoted_hex_address_is_rejected_not_guessed(tmp_path: Path) -> No
 def test_yaml_booleans_and_ints_are_type_checked(tmp_path: Path) -> None:
     assert rejects(path=write(tmp_path, "batch_size: true\n")).setting == "BATCH_SIZE"
     assert rejects(path=write(tmp_path, "batch_size: 2.5\n")).setting == "BATCH_SIZE"
-    assert rejects(path=write(tmp_path, "init_cleanup_enabled: 2\n")).setting == (
+    assert rejects(path=write(tmp_path, "features:\n  cleanup: 2\n")).setting == (
         "INIT_CLEANUP_ENABLED"
     )
 
@@ -664,6 +664,8 @@ INT_RANGES = {
     "SEQ_SLOT_SUBMISSIONS_TTL_S": (1, TEN_YEARS),
     "WORKER_POOL_SIZE": (1, 1024),
     "MARKET_MIGRATION_DAYS": (1, 10_000),
+    "SEQ_READY_COMMIT_BLOCKS": (1, 1_000_000),
+    "SEQ_READY_MAX_LAG_BLOCKS": (1, 10_000_000),
 }
 SECONDS_RANGES = {
     "RPC_MAX_RETRY_DELAY_S": (0, DAY),
@@ -680,7 +682,7 @@ SECONDS_RANGES = {
     "TIMEOUT_REDIS_OPERATION": (0.01, DAY),
     "WORKER_POOL_ACQUISITION_TIMEOUT": (0.01, DAY),
     "MONITORING_HEALTH_CHECK_INTERVAL": (0.01, DAY),
-    "MONITORING_METRICS_RETENTION": (1, TEN_YEARS),
+    "SEQ_READY_MAX_OUTBOX_AGE": (1, DAY),
 }
 
 
@@ -839,3 +841,26 @@ def test_market_migration_mappings() -> None:
     ):
         err = rejects({"MARKET_MIGRATION_MAPPINGS": bad})
         assert err.setting == "MARKET_MIGRATION_MAPPINGS" and problem in err.problem, err
+
+
+def test_metrics_retention_only_accepts_the_seeds_24h() -> None:
+    assert load({"MONITORING_METRICS_RETENTION": "24h"}).monitoring.metrics_retention == DAY
+    error = rejects({"MONITORING_METRICS_RETENTION": "12h"})
+    assert error.setting == "MONITORING_METRICS_RETENTION" and "Prometheus" in error.problem
+
+
+def test_log_format_and_level_are_words_in_any_case() -> None:
+    s = load({"SEQ_LOG_FORMAT": "JSON", "SEQ_LOG_LEVEL": "Warning"})
+    assert (s.log_format, s.log_level) == ("json", "warning")
+    assert rejects({"SEQ_LOG_FORMAT": "xml"}).setting == "SEQ_LOG_FORMAT"
+    assert "auto, console, json" in rejects({"SEQ_LOG_FORMAT": "xml"}).problem
+
+
+def test_feature_flags_live_in_the_features_group_with_their_go_names(tmp_path: Path) -> None:
+    s = load({"ATTESTOR_QUEUE_PUSH_ENABLED": "true", "INIT_CLEANUP_ENABLED": "1"})
+    assert s.features.attestor_queue and s.attestor_queue_push_enabled
+    assert s.features.cleanup and s.init_cleanup_enabled
+    assert load({"SEQ_API_ENABLED": "false"}).features.api is False
+    doc = "features:\n  api: false\n  rewards: false\n  cleanup: true\n"
+    s = load({}, write(tmp_path, doc))
+    assert (s.features.api, s.features.rewards, s.features.cleanup) == (False, False, True)
