@@ -38,7 +38,7 @@ import msgspec
 import msgspec.yaml
 
 from seqcollector.core.addresses import checksum, lower_address
-from seqcollector.core.config import RANGES, YEAR_S, CoreConfig
+from seqcollector.core.config import RANGES, CoreConfig
 from seqcollector.errors import SettingsError
 
 __all__ = [
