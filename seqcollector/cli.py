@@ -494,6 +494,41 @@ def status(config_path: str | None, namespace: str, as_json: bool) -> None:
     out.print(Text(f"outbox pending: {lanes}{oldest}"))
 
 
+@main.command("ack-reorg")
+@config_option
+@namespace_option
+@one_line_errors
+def ack_reorg(config_path: str | None, namespace: str) -> None:
+    """Acknowledge the reorgs deeper than MAX_REORG_DEPTH seen so far: a running
+    collector's /ready stops failing on them at its next check. Writes one Redis key."""
+    from seqcollector.config import load_settings, mask_url
+    from seqcollector.errors import DependencyError
+    from seqcollector.runtime.executor import redis_client
+    from seqcollector.runtime.health import acknowledge_deep_reorgs
+    from seqcollector.runtime.startup import describe_failure
+
+    settings = load_settings(config_path)
+    budget = settings.timeouts.redis_operation
+
+    async def ack() -> int:
+        redis = redis_client(settings.redis_url())
+        try:
+            with anyio.fail_after(budget * 2):
+                return await acknowledge_deep_reorgs(redis, namespace)
+        except (RedisError, TimeoutError, OSError) as exc:
+            raise DependencyError(
+                f"Redis at {mask_url(settings.redis_url())}: {describe_failure(exc, budget)} "
+                "(ack-reorg); check that Redis is up and answering"
+            ) from None
+        finally:
+            await redis.aclose()
+
+    count = anyio.run(ack)
+    Console(soft_wrap=True, highlight=False).print(
+        Text(f"namespace {namespace!r}: {count} deep reorg(s) acknowledged")
+    )
+
+
 def _epochs(values: list[int]) -> str:
     shown = ", ".join(str(v) for v in values[:8])
     return shown + (f" ... ({len(values)})" if len(values) > 8 else "") if values else "-"
