@@ -393,7 +393,7 @@ async def acknowledge_deep_reorgs(redis: aioredis.Redis, namespace: str) -> int:
     from seqcollector.runtime.layout import StoreLayout
 
     raw = await redis.get(StoreLayout(namespace).state)
-    if raw is None:
+    if not isinstance(raw, bytes):
         raise NoStoredState(
             f"namespace {namespace!r} holds no stored state: nothing to acknowledge (check "
             "--namespace, and that this is the collector's Redis)"
