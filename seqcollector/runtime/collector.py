@@ -5,8 +5,9 @@ everything, while a commit in flight is shielded so that the last step lands who
 of inputs that fails is retried with jittered backoff until it succeeds: nothing is skipped.
 
 With `metrics` and/or `health`, every failure is counted (by operation and exception type),
-each landed group tells `health` its block, and a heartbeat task (every `heartbeat_s`)
-refreshes the liveness heartbeat, the chain head, the head lag and the outbox backlog.
+each landed group tells `health` its block, a heartbeat task (every `heartbeat_s`)
+refreshes the liveness heartbeat, the chain head, the head lag and the outbox backlog, and
+`health.run` (the error-rate alarm) runs in the same task group.
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ class Collector:
                 tg.start_soon(self._signals)
             if self.metrics is not None or self.health is not None:
                 tg.start_soon(self._heartbeat)
+            if self.health is not None:
+                tg.start_soon(self.health.run)  # the error-rate alarm, one interval at a time
 
     async def _heartbeat(self) -> None:
         while True:

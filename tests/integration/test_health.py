@@ -284,3 +284,63 @@ async def get_json_after(health: Health) -> tuple[int, str]:
         metrics_status = (await get(url + "/metrics"))[0]
     assert metrics_status == 404  # no /metrics route without metrics
     return status, str(body["detail"])
+
+
+async def test_a_collector_failing_its_commits_raises_the_alarm_and_clears_it(
+    redis_url: str,
+) -> None:
+    """The real loop: a collector whose commits fail while Redis is 'down', its health
+    evaluating every 0.2 s; one High alert once the rate crosses, one Low once it is back."""
+    world = SyntheticWorld(WorldSpec(blocks=3))
+    units = [[inp] for inp in world.inputs()][:3]
+    redis = aioredis.Redis.from_url(redis_url)
+    metrics = Metrics()
+    with Relayer() as slack:
+        reporter = FailureReporter(slack.url + "/alerts")
+        limits = HealthLimits(error_rate_threshold=0.1, interval_s=0.2)
+        health = Health(redis, NS, limits, reporter, metrics)
+        executor = FailingExecutor(redis, NS)
+        pipeline = Pipeline(executor, world.core_config(), metrics=metrics)
+        await pipeline.open()
+        collector = Collector(
+            pipeline,
+            HeldSource(units),
+            reporter=reporter,
+            handle_signals=False,
+            retry_first_s=0.01,
+            retry_max_s=0.02,
+            metrics=metrics,
+            health=health,
+            heartbeat_s=0.05,
+        )
+
+        def alarms() -> list[str]:
+            return [
+                r.body["severity"]
+                for r in slack.requests
+                if r.body.get("process_name") == "SequencerEventCollector: error_rate"
+            ]
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collector.run)
+            with anyio.fail_after(30):
+                while not alarms():
+                    await anyio.sleep(0.01)
+            executor.down = False  # Redis is back: the commits land, the rate falls to 0
+            with anyio.fail_after(30):
+                while alarms()[-1] != "Low":
+                    await anyio.sleep(0.01)
+            assert not health.degraded and health.commits >= 1
+            collector.stop()
+        await pipeline.close()
+        seen = alarms()
+    # One High on crossing, one Low on recovery (a loop stalled for a whole interval while
+    # Redis was down would add a pair: still never two of the same in a row).
+    assert seen[0] == "High" and seen == ["High", "Low"] * (len(seen) // 2)
+    parsed = samples(metrics.exposition().decode())
+    pairs = len(seen) // 2
+    assert value(parsed, "seqcollector_error_rate_transitions_total", transition="crossed") == pairs
+    assert (
+        value(parsed, "seqcollector_error_rate_transitions_total", transition="recovered") == pairs
+    )
+    await redis.aclose()
