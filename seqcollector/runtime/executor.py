@@ -250,6 +250,7 @@ class RedisExecutor:
         `ConcurrentWriterError` if another writer moved the checkpoint, `RedisDataLost` if
         the checkpoint vanished.
         """
+        self._last_sent = ([], [])
         if self._cached is not None and seq <= self._cached.seq:
             return False
         program = _script_program(effects)  # before any I/O: a bad TTL raises, nothing sent

@@ -365,10 +365,12 @@ class Metrics:
     # -- the RPC pool ----------------------------------------------------------------------------
 
     def endpoint_label(self, endpoint: str) -> str:
-        """The label of an endpoint name: masked once (`config.mask_url`), then cached."""
+        """The label of an endpoint name: a URL masked once (`config.mask_url`), then
+        cached; an in-process provider's name (no URL) as it is."""
         label = self._endpoint_labels.get(endpoint)
         if label is None:
-            label = self._endpoint_labels[endpoint] = mask_url(endpoint)
+            label = mask_url(endpoint) if "://" in endpoint else endpoint
+            self._endpoint_labels[endpoint] = label
         return label
 
     def rpc_request(self, endpoint: str, method: str, seconds: float) -> None:

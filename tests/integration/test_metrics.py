@@ -10,6 +10,7 @@ import json
 import os
 from collections import Counter as Tally
 from collections.abc import Iterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from seqcollector.runtime.executor import RedisExecutor
 from seqcollector.runtime.health import Health
 from seqcollector.runtime.metrics import Metrics
 from seqcollector.runtime.workers import WorkerPool
+from seqcollector.sources.follower import ChainFollower
+from seqcollector.sources.retrying import Backoff
 from seqcollector.sources.rpc import RpcError, RpcPool, TransportError
 from sim.anvil import Anvil, AnvilMissing
 from sim.redis_server import free_port
@@ -57,6 +60,8 @@ def test_each_metrics_has_its_own_registry_and_the_settings_decide() -> None:
     assert b"worker_pool" not in off.exposition()
     on = Metrics.from_settings(load_settings(environ={}))
     assert on is not None and on.worker_pool
+    assert on.endpoint_label("AsyncEthereumTesterProvider") == "AsyncEthereumTesterProvider"
+    assert "s3cr3t" not in on.endpoint_label("https://u:s3cr3t@node.example/?key=s3cr3t")
 
 
 async def test_worker_pool_wait_and_utilisation() -> None:
@@ -234,3 +239,37 @@ async def test_rpc_requests_errors_and_demotions_by_masked_endpoint(anvil_url: s
     rpc = {"operation": "rpc_call", "market": ""}
     requests = sum(v for k, v in parsed.items() if k[0] == "seqcollector_rpc_requests_total")
     assert value(parsed, "seqcollector_processing_duration_seconds_count", **rpc) == requests
+
+
+async def test_the_follower_counts_failed_chain_reads_and_records_the_head(anvil_url: str) -> None:
+    metrics = Metrics()
+    dead = f"http://127.0.0.1:{free_port()}"
+    for urls in ([dead], [anvil_url]):
+        async with RpcPool(urls, request_timeout_s=5.0) as pool:
+            pool.attach_metrics(metrics)
+            follower = ChainFollower(
+                pool, "0x" + "ab" * 20, retry=Backoff(0.01, 0.02), start_block=0, metrics=metrics
+            )
+
+            def failures() -> float:
+                parsed = samples(metrics.exposition().decode())
+                key = (
+                    "seqcollector_errors_total",
+                    (("kind", "TransportError"), ("operation", "source_head")),
+                )
+                return parsed.get(key, 0.0)
+
+            async with aclosing(follower.units()) as units:
+                if urls == [dead]:
+                    with anyio.move_on_after(30):
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(anext, units)
+                            while failures() < 2:
+                                await anyio.sleep(0.01)
+                            tg.cancel_scope.cancel()
+                    assert failures() >= 2
+                else:
+                    first = await anext(units)
+                    assert first[0].number == 0
+    parsed = samples(metrics.exposition().decode())
+    assert value(parsed, "seqcollector_chain_head_block") == follower.chain_head
