@@ -13,6 +13,7 @@ from typing import Any
 from litestar import Request, get
 from litestar.enums import MediaType
 from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin
+from litestar.params import FromPath
 from litestar.response import File
 
 import seqcollector
@@ -81,7 +82,7 @@ def render_plugins() -> list[OpenAPIRenderPlugin]:
 
 
 @get("/swagger/assets/{name:str}", include_in_schema=False, sync_to_thread=False)
-def swagger_asset(name: str) -> File:
+def swagger_asset(name: FromPath[str]) -> File:
     """One file of swagger-ui-dist (those the page loads, nothing else)."""
     if name not in ASSETS:
         raise ApiError(404, f"No Swagger UI asset {name!r}")
