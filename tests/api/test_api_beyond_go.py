@@ -381,8 +381,8 @@ async def test_by_day_pages(redis_url: str) -> None:
                 await api.call("/discardedSubmissionsByDay", body(day=5, slotID=3, page=n))
             ).response
 
-        for asked, current, first, count in [(0, 1, "p001", 50), (-4, 1, "p001", 50),
-                                             (2, 2, "p051", 50), (3, 3, "p101", 20), (4, 4, None, 0)]:  # fmt: skip
+        pages = [(0, 1, "p001", 50), (-4, 1, "p001", 50), (2, 2, "p051", 50), (3, 3, "p101", 20)]
+        for asked, current, first, count in [*pages, (4, 4, None, 0)]:
             got = await page(asked)
             assert (got["slotID"], got["totalPages"], got["currentPage"]) == (3, 3, current)
             ids = [p["projectID"] for p in got["discardedSubmissions"]]
