@@ -529,6 +529,31 @@ def ack_reorg(config_path: str | None, namespace: str) -> None:
     )
 
 
+@main.command()
+@config_option
+@click.option("--host", default=None, help="Address to listen on  [default: SEQ_API_HOST]")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port to listen on (0: any free port)  [default: SEQ_API_PORT]",
+)
+@one_line_errors
+def api(config_path: str | None, host: str | None, port: int | None) -> None:
+    """Serve the read API (the Go collector's 12 paths; Swagger UI at /swagger/) from Redis
+    alone, until SIGINT/SIGTERM. Needs DATA_MARKET_ADDRESSES and AUTH_READ_TOKEN."""
+    from seqcollector.api.command import api_command
+    from seqcollector.config import load_settings
+
+    settings = load_settings(config_path)
+    anyio.run(
+        api_command,
+        settings,
+        settings.api_host if host is None else host,
+        settings.api_port if port is None else port,
+    )
+
+
 def _epochs(values: list[int]) -> str:
     shown = ", ".join(str(v) for v in values[:8])
     return shown + (f" ... ({len(values)})" if len(values) > 8 else "") if values else "-"
