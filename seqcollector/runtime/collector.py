@@ -23,6 +23,7 @@ import anyio
 import msgspec
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from seqcollector.core import Block, Input, Log, Rewind
@@ -121,8 +122,15 @@ class Collector:
             if self.health is not None:
                 self.health.stopped()
         if self.dispatcher is not None:  # a last, bounded pass: what is left waits in Redis
-            with anyio.move_on_after(FINAL_DELIVERY_S):
-                await self.dispatcher.deliver_pending()
+            try:
+                with anyio.move_on_after(FINAL_DELIVERY_S):
+                    await self.dispatcher.deliver_pending()
+            except (RedisError, OSError) as exc:  # e.g. a connection Redis closed on a restart
+                log.warning(
+                    "final_delivery_skipped",
+                    error=f"{type(exc).__name__}: {exc}",
+                    action="nothing is lost: the pending entries wait in Redis for the next run",
+                )
 
     async def _run(self) -> None:
         await self._retrying("resume_pending_queries", None, self.pipeline.resume_queries)
