@@ -498,9 +498,17 @@ def status(config_path: str | None, namespace: str, as_json: bool) -> None:
 @click.option("--to-block", "to_block", type=int, required=True, help="The block to roll back to.")
 @config_option
 @namespace_option
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The journal `run --record` writes for this namespace: the rewind is appended to it.",
+)
 @click.option("--dry-run", is_flag=True, help="Show what the rewind would do; write nothing.")
 @one_line_errors
-def rewind(config_path: str | None, namespace: str, to_block: int, dry_run: bool) -> None:
+def rewind(
+    config_path: str | None, namespace: str, to_block: int, record: Path | None, dry_run: bool
+) -> None:
     """Roll a stopped collector back to block N, as a reorg to N would: its state as of N
     from the retained history, the keys of the blocks above N deleted, batched epochs left
     batched, in one commit. The next `run` resumes from N+1."""
@@ -508,8 +516,7 @@ def rewind(config_path: str | None, namespace: str, to_block: int, dry_run: bool
     from seqcollector.runtime.rewind import rewind_command
 
     settings = load_settings(config_path)
-    r = anyio.run(rewind_command, settings, namespace, to_block, dry_run)
-    would = "would " if dry_run else ""
+    r = anyio.run(rewind_command, settings, namespace, to_block, dry_run, record)
     out = Console(soft_wrap=True, highlight=False)
     title = " (dry run: nothing written)" if dry_run else ""
     out.print(
@@ -542,7 +549,7 @@ def rewind(config_path: str | None, namespace: str, to_block: int, dry_run: bool
         present = r.keys_deleted.get(family, 0)
         out.print(
             Text(
-                f"keys {would}deleted: {family} {present} "
+                f"keys {'it would delete' if dry_run else 'deleted'}: {family} {present} "
                 f"(blocks {r.to_block + 1}..{r.from_block}; {n - present} had expired)"
             )
         )
@@ -558,17 +565,27 @@ def rewind(config_path: str | None, namespace: str, to_block: int, dry_run: bool
     examples = f" ({', '.join(r.outbox_examples)})" if r.outbox_examples else ""
     out.print(
         Text(
-            f"outbox: {r.outbox_cancelled} entries {would}cancelled; {r.outbox_pending} pending "
+            f"outbox: {r.outbox_cancelled} entries {'would be ' if dry_run else ''}cancelled; "
+            f"{r.outbox_pending} pending "
             f"entries kept, {r.outbox_of_batched_above} of them of epochs batched above block "
             f"{r.to_block}{examples}: those epochs stay batched, so the relayer still needs "
             "them; delivered entries cannot be taken back"
         )
     )
+    if r.journal is not None:
+        verb = "would append" if dry_run else "appended"
+        out.print(Text(f"journal: {verb} the rewind to {r.journal} (`run --record` resumes it)"))
+    else:
+        out.print(
+            Text(
+                "journal: none given; if this namespace is recorded (`run --record FILE`), "
+                "rewind with --record FILE too, or `run --record FILE` refuses to resume"
+            )
+        )
     out.print(
         Text(
             f"next: `seqcollector run` {'would resume' if dry_run else 'resumes'} from block "
-            f"{r.resume_from}; a journal recorded with --record does not hold this rewind: "
-            "record into a new one"
+            f"{r.resume_from}"
         )
     )
 

@@ -1,11 +1,14 @@
 """`seqcollector rewind --to-block N`: roll a stopped collector's namespace back to block N.
 
-It is the rewind the core performs on a reorg whose common ancestor is N
-(`core.rewinds.rewind_to`, which is `step(state, Rewind(N))`), taken only within the
-retained history, and committed by the executor like any step: the reorg's effects
-(`BlockHashByNumberKey` of the blocks above N deleted), the rewound state and the
-checkpoint (seq + 1, block N) in one commit script, so a crash leaves the old state or the
-new one. Nothing of history is rewound, as in a reorg: batched epochs stay batched (their
+It is the rewind the core performs on a reorg whose common ancestor is N: a `Rewind(N)`
+input, checked first by `core.rewinds.rewind_to` (only within the retained history), then
+applied by the live pipeline exactly as it applies a reorg's (`Pipeline.apply`): the
+reorg's effects (`BlockHashByNumberKey` of the blocks above N deleted), the rewound state
+and the checkpoint (seq + 1, block N) in one commit script, so a crash leaves the old
+state or the new one. With `--record JOURNAL` (the journal `run --record` writes) the input
+is journaled first, as every input is, so `run --record JOURNAL` resumes after it.
+
+Nothing of history is rewound, as in a reorg: batched epochs stay batched (their
 windows are not reopened, their batches, batch counts and slot counts stay), days and
 rollover markers stay decided.
 
@@ -20,13 +23,13 @@ Refused, with nothing written: while `<ns>:alive` names a running collector
 (`runtime.alive`); with no stored state; for N not below the committed block; for N below
 the retained history (the message names the oldest block it can rewind to). A collector
 that starts meanwhile is caught by the checkpoint: whichever of the two commits second is
-refused. A journal recorded with `run --record` does not hold the rewind: the next run
-records into a new journal.
+refused.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -34,10 +37,10 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from seqcollector.config import Settings, mask_url
-from seqcollector.core import queries
+from seqcollector.config import Settings, Timeouts, mask_url
+from seqcollector.core import Rewind, queries
 from seqcollector.core.addresses import checksum
-from seqcollector.core.effects import DeleteKeys
+from seqcollector.core.effects import QUERY_EFFECTS, DeleteKeys
 from seqcollector.core.rewinds import RewindRefusal, batched_above, rewind_to
 from seqcollector.core.state import Phase, State, StateFormatError, dump_state, load_state
 from seqcollector.errors import DependencyError, OperatorError, SettingsError
@@ -45,6 +48,7 @@ from seqcollector.runtime.alive import TTL_S, alive_key, holder
 from seqcollector.runtime.cleanup import NoStoredState
 from seqcollector.runtime.executor import ConcurrentWriterError, RedisExecutor, redis_client
 from seqcollector.runtime.layout import StoreLayout
+from seqcollector.runtime.pipeline import Answerer, Pipeline
 from seqcollector.runtime.startup import describe_failure
 
 PAGE = 500  # ids per ZRANGE of the outbox, keys per EXISTS
@@ -81,7 +85,18 @@ class RewindReport(msgspec.Struct):
     outbox_pending: int  # entries not yet delivered: all kept
     outbox_of_batched_above: int  # of them, entries of epochs batched above N
     outbox_examples: list[str]  # the first ids of those
+    journal: str | None = None  # the journal the rewind was appended to
     outbox_cancelled: int = 0
+
+
+class _NoQueries:
+    """The answerer of every query kind for the rewind's pipeline: a rewind asks none."""
+
+    async def answer(self, query: Any) -> Any:
+        raise AssertionError(f"a rewind asks no query, got {query!r}")
+
+
+_NO_QUERIES: dict[type[Any], Answerer] = {kind: _NoQueries() for kind in QUERY_EFFECTS}
 
 
 async def rewind_namespace(
@@ -90,59 +105,79 @@ async def rewind_namespace(
     to_block: int,
     *,
     dry_run: bool = False,
-    op_timeout_s: float = 5.0,
+    journal: Path | None = None,
+    timeouts: Timeouts | None = None,
 ) -> RewindReport:
     """Rewind `namespace` to block `to_block` (or, `dry_run`, say what that would do) ->
-    the report. Raises `NamespaceHeld`, `NoStoredState`, `RewindRefused` with nothing
-    written; `ConcurrentWriterError` becomes `NamespaceHeld` (a collector committed
-    meanwhile)."""
+    the report. The rewind is committed as the live pipeline commits a reorg's `Rewind`
+    (`Pipeline.apply`: the step, the journal, one commit); `journal`, the one `run --record`
+    writes for this namespace, gets the rewind appended (after checking that it replays to
+    the stored state), so that `run --record` resumes from it. Raises `NamespaceHeld`,
+    `NoStoredState`, `RewindRefused` (or `ResumeError`, a journal that does not fit) with
+    nothing written; `ConcurrentWriterError` becomes `NamespaceHeld`."""
+    timeouts = timeouts or Timeouts()
+    op_timeout_s = timeouts.redis_operation
     with anyio.fail_after(op_timeout_s):
         held = await holder(redis, namespace)
     if held is not None:
         raise NamespaceHeld(_held_message(namespace, held))
-    executor = RedisExecutor(redis, namespace)
+    layout = StoreLayout(namespace)
     with anyio.fail_after(op_timeout_s):
-        raw, checkpoint = await executor.load()
-    if raw is None or checkpoint is None:
+        raw, record = await redis.mget([layout.state, layout.checkpoint])
+    if raw is None or record is None:
         raise NoStoredState(
             f"namespace {namespace!r} holds no stored state: no collector committed there, "
             "nothing to rewind (check --namespace, and that this is the collector's Redis)"
         )
-    state = _loaded(raw, namespace)
-    before = _loaded(raw, namespace)
-    batched = batched_above(state, to_block)
-    result = rewind_to(state, to_block)
-    if isinstance(result, RewindRefusal):
-        raise RewindRefused(_refusal_message(namespace, result, state))
-    assert before.head is not None  # rewind_to refuses without blocks
-    named = [k for e in result if isinstance(e, DeleteKeys) for k in e.keys]
-    present = await _present(redis, named, op_timeout_s)
-    pending, of_batched = await _outbox(redis, StoreLayout(namespace), batched, op_timeout_s)
-    report = RewindReport(
-        namespace=namespace,
-        dry_run=dry_run,
-        from_block=before.head.number,
-        to_block=to_block,
-        resume_from=to_block + 1,
-        markets=_markets(before, state, batched),
-        keys_deleted=_by_family(present),
-        keys_named=_by_family(named),
-        queries_restored=_kinds(state),
-        outbox_pending=pending,
-        outbox_of_batched_above=len(of_batched),
-        outbox_examples=of_batched[:EXAMPLES],
+    config = _loaded(raw if isinstance(raw, bytes) else raw.encode(), namespace).config
+    pipeline = Pipeline(
+        RedisExecutor(redis, namespace),
+        config,
+        timeouts=timeouts,
+        journal=None if dry_run else journal,
+        answerers=_NO_QUERIES,
     )
-    if dry_run:
-        return report
+    await pipeline.open()  # the state again, the checkpoint, and the journal checked
     try:
-        with anyio.CancelScope(shield=True), anyio.fail_after(op_timeout_s):
-            await executor.commit(checkpoint.seq + 1, to_block, result, dump_state(state))
-    except ConcurrentWriterError:
-        raise NamespaceHeld(
-            f"namespace {namespace!r}: a collector committed while the rewind was prepared; "
-            "nothing was rewound. Stop every collector of the namespace, then rewind again"
-        ) from None
-    return report
+        before = pipeline.state
+        plan = load_state(dump_state(before))
+        batched = batched_above(plan, to_block)
+        result = rewind_to(plan, to_block)
+        if isinstance(result, RewindRefusal):
+            raise RewindRefused(_refusal_message(namespace, result, plan))
+        assert before.head is not None  # rewind_to refuses without blocks
+        named = [k for e in result if isinstance(e, DeleteKeys) for k in e.keys]
+        present = await _present(redis, named, op_timeout_s)
+        pending, of_batched = await _outbox(redis, layout, batched, op_timeout_s)
+        report = RewindReport(
+            namespace=namespace,
+            dry_run=dry_run,
+            from_block=before.head.number,
+            to_block=to_block,
+            resume_from=to_block + 1,
+            markets=_markets(before, plan, batched),
+            keys_deleted=_by_family(present),
+            keys_named=_by_family(named),
+            queries_restored=_kinds(plan),
+            outbox_pending=pending,
+            outbox_of_batched_above=len(of_batched),
+            outbox_examples=of_batched[:EXAMPLES],
+            journal=None if journal is None else str(journal),
+        )
+        if dry_run:
+            return report
+        try:
+            await pipeline.apply([Rewind(to_block)])
+        except ConcurrentWriterError:
+            raise NamespaceHeld(
+                f"namespace {namespace!r}: a collector committed while the rewind was "
+                "prepared; nothing was rewound. Stop every collector of the namespace, then "
+                "rewind again"
+            ) from None
+        assert dump_state(pipeline.state) == dump_state(plan)  # the step that was planned
+        return report
+    finally:
+        await pipeline.close()
 
 
 def _loaded(raw: bytes, namespace: str) -> State:
@@ -273,14 +308,14 @@ async def _outbox(
 
 
 async def rewind_command(
-    settings: Settings, namespace: str, to_block: int, dry_run: bool
+    settings: Settings, namespace: str, to_block: int, dry_run: bool, journal: Path | None
 ) -> RewindReport:
     """`seqcollector rewind`: Redis only (no chain), TIMEOUT_REDIS_OPERATION per round trip."""
     redis = redis_client(settings.redis_url())
     budget = settings.timeouts.redis_operation
     try:
         return await rewind_namespace(
-            redis, namespace, to_block, dry_run=dry_run, op_timeout_s=budget
+            redis, namespace, to_block, dry_run=dry_run, journal=journal, timeouts=settings.timeouts
         )
     except (RedisError, OSError, TimeoutError) as exc:
         raise DependencyError(

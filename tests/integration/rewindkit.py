@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, Callable, Sequence
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
@@ -68,10 +69,12 @@ async def run(
     world: SyntheticWorld,
     stop_at: int | None = None,
     start: Callable[[list[Input]], bool] = lambda unit: True,
+    journal: Path | None = None,
 ) -> Pipeline:
     """Run the collector on `redis` over `world` (from the first unit `start` accepts),
-    until block `stop_at` is committed or the world ends."""
-    pipeline = Pipeline(RedisExecutor(redis, NS), config_of(world), check_invariants=True)
+    until block `stop_at` is committed or the world ends; recording `journal` if given."""
+    config = config_of(world)
+    pipeline = Pipeline(RedisExecutor(redis, NS), config, journal=journal, check_invariants=True)
     await pipeline.open()
 
     def stop(p: Pipeline) -> bool:

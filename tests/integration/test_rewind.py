@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from functools import partial
+from pathlib import Path
 
 import anyio
 import msgspec
@@ -35,7 +36,10 @@ from seqcollector.core import history
 from seqcollector.core.state import State, dump_domain
 from seqcollector.runtime.alive import alive_key, holder, keep_alive
 from seqcollector.runtime.cleanup import NoStoredState
+from seqcollector.runtime.executor import embedded_redis
 from seqcollector.runtime.layout import StoreLayout
+from seqcollector.runtime.pipeline import ResumeError
+from seqcollector.runtime.replay import replay_journal
 from seqcollector.runtime.rewind import NamespaceHeld, RewindRefused, rewind_namespace
 from sim.synthetic import SyntheticWorld
 
@@ -138,6 +142,35 @@ async def test_continuing_over_a_reorged_chain_is_the_run_that_saw_the_reorg(
     mine, theirs = await stored_state(redis), await stored_state(twin)
     assert dump_domain(mine.domain) == dump_domain(theirs.domain)
     assert mine.blocks == theirs.blocks and mine.emitted == theirs.emitted
+    await redis.aclose()
+    await twin.aclose()
+
+
+async def test_a_recorded_namespace_rewound_with_its_journal_records_on(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """`--record JOURNAL` appends the rewind to the run's journal: `run --record` resumes
+    it, and the journal replays to what the runs applied. Without it, `run --record`
+    refuses to resume (the journal ends before the rewind)."""
+    redis, twin = aioredis.Redis.from_url(redis_url), aioredis.Redis.from_url(other_db(redis_url))
+    journal = tmp_path / "run.jsonl"
+    await run(redis, SyntheticWorld(spec()), stop_at=HEAD, journal=journal)
+    report = await rewind_namespace(redis, NS, TO, journal=journal)
+    assert report.journal == str(journal)
+    last = journal.read_bytes().splitlines()[-1]
+    assert json.loads(last) == {"type": "rewind", "to_block": TO}
+    resumed = await run(redis, SyntheticWorld(spec()), start=from_block(TO + 1), journal=journal)
+    assert resumed.digest is not None
+    store = embedded_redis()
+    replayed = await replay_journal(journal, store, "replay")
+    assert replayed.digest == resumed.digest.hexdigest()
+    assert await queue(store) == await queue(redis)
+
+    other = tmp_path / "other.jsonl"
+    await run(twin, SyntheticWorld(spec()), stop_at=HEAD, journal=other)
+    await rewind_namespace(twin, NS, TO)  # no journal given
+    with pytest.raises(ResumeError, match="replays to another state"):
+        await run(twin, SyntheticWorld(spec()), start=from_block(TO + 1), journal=other)
     await redis.aclose()
     await twin.aclose()
 
