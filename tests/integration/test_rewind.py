@@ -11,6 +11,7 @@ import json
 import os
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -34,9 +35,10 @@ from rewindkit import (
 
 from seqcollector.core import history
 from seqcollector.core.state import State, dump_domain
+from seqcollector.runtime import rewind as rewind_module
 from seqcollector.runtime.alive import alive_key, holder, keep_alive
 from seqcollector.runtime.cleanup import NoStoredState
-from seqcollector.runtime.executor import embedded_redis
+from seqcollector.runtime.executor import RedisExecutor, embedded_redis
 from seqcollector.runtime.layout import StoreLayout
 from seqcollector.runtime.pipeline import ResumeError
 from seqcollector.runtime.replay import replay_journal
@@ -238,6 +240,36 @@ async def test_a_live_holder_is_refused_by_name_until_it_stops(redis_url: str) -
     assert await holder(redis, NS) is None  # deleted when it stopped
     done = await rewind_namespace(redis, NS, TO)
     assert done.to_block == TO
+    await redis.aclose()
+
+
+async def test_a_collector_committing_meanwhile_makes_the_rewind_write_nothing(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collector started without the mark yet (its start-up) commits between the rewind's
+    read and its commit: the checkpoint check refuses the rewind whole."""
+    redis = aioredis.Redis.from_url(redis_url)
+    await run(redis, SyntheticWorld(spec()), stop_at=HEAD)
+    read_keys = rewind_module._present
+
+    async def a_commit_lands_meanwhile(*args: Any) -> list[str]:
+        other = RedisExecutor(aioredis.Redis.from_url(redis_url), NS)
+        raw, checkpoint = await other.load()
+        assert raw is not None and checkpoint is not None
+        await other.commit(checkpoint.seq + 1, checkpoint.block, [], raw)
+        await other.redis.aclose()
+        return await read_keys(*args)
+
+    monkeypatch.setattr(rewind_module, "_present", a_commit_lands_meanwhile)
+    held = await stored_bytes(redis)
+    with pytest.raises(NamespaceHeld, match="a collector committed while the rewind"):
+        await rewind_namespace(redis, NS, TO)
+    now = await stored_bytes(redis)
+    assert now.pop(StoreLayout(NS).checkpoint.encode()) != held.pop(
+        StoreLayout(NS).checkpoint.encode()
+    )
+    assert now == held  # the other commit's checkpoint, nothing of the rewind
+    assert await checkpoint_block(redis) == HEAD
     await redis.aclose()
 
 
