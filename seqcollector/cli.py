@@ -590,6 +590,66 @@ def rewind(
     )
 
 
+@main.command("ack-reorg")
+@config_option
+@namespace_option
+@one_line_errors
+def ack_reorg(config_path: str | None, namespace: str) -> None:
+    """Acknowledge the reorgs deeper than MAX_REORG_DEPTH seen so far: a running
+    collector's /ready stops failing on them at its next check. Writes one Redis key."""
+    from seqcollector.config import load_settings, mask_url
+    from seqcollector.errors import DependencyError
+    from seqcollector.runtime.executor import redis_client
+    from seqcollector.runtime.health import acknowledge_deep_reorgs
+    from seqcollector.runtime.startup import describe_failure
+
+    settings = load_settings(config_path)
+    budget = settings.timeouts.redis_operation
+
+    async def ack() -> int:
+        redis = redis_client(settings.redis_url())
+        try:
+            with anyio.fail_after(budget * 2):
+                return await acknowledge_deep_reorgs(redis, namespace)
+        except (RedisError, TimeoutError, OSError) as exc:
+            raise DependencyError(
+                f"Redis at {mask_url(settings.redis_url())}: {describe_failure(exc, budget)} "
+                "(ack-reorg); check that Redis is up and answering"
+            ) from None
+        finally:
+            await redis.aclose()
+
+    count = anyio.run(ack)
+    Console(soft_wrap=True, highlight=False).print(
+        Text(f"namespace {namespace!r}: {count} deep reorg(s) acknowledged")
+    )
+
+
+@main.command()
+@config_option
+@click.option("--host", default=None, help="Address to listen on  [default: SEQ_API_HOST]")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port to listen on (0: any free port)  [default: SEQ_API_PORT]",
+)
+@one_line_errors
+def api(config_path: str | None, host: str | None, port: int | None) -> None:
+    """Serve the read API (the Go collector's 12 paths; Swagger UI at /swagger/) from Redis
+    alone, until SIGINT/SIGTERM. Needs DATA_MARKET_ADDRESSES and AUTH_READ_TOKEN."""
+    from seqcollector.api.command import api_command
+    from seqcollector.config import load_settings
+
+    settings = load_settings(config_path)
+    anyio.run(
+        api_command,
+        settings,
+        settings.api_host if host is None else host,
+        settings.api_port if port is None else port,
+    )
+
+
 def _epochs(values: list[int]) -> str:
     shown = ", ".join(str(v) for v in values[:8])
     return shown + (f" ... ({len(values)})" if len(values) > 8 else "") if values else "-"

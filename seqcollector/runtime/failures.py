@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import httpx
 import msgspec
 import structlog
+
+if TYPE_CHECKING:
+    from seqcollector.runtime.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +48,7 @@ class FailureReporter:
         self.timeout_s = timeout_s
         self.count = 0
         self._last_alert: dict[str, float] = {}
+        self.metrics: Metrics | None = None  # alerts sent (`runtime.metrics`)
 
     async def report(self, failure: Failure, severity: str = "High", always: bool = False) -> None:
         """Log `failure`; alert unless this operation alerted recently (`always`: alert
@@ -64,5 +69,7 @@ class FailureReporter:
         try:
             async with httpx.AsyncClient(timeout=self.timeout_s) as client:
                 await client.post(self.alert_url, json=body)
+            if self.metrics is not None:
+                self.metrics.alert_sent("runtime", severity)
         except httpx.HTTPError as exc:
             log.warning("alert_not_sent", operation=failure.operation, error=str(exc))
