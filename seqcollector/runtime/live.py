@@ -31,6 +31,7 @@ from seqcollector.api.server import serve
 from seqcollector.config import Settings, mask_url
 from seqcollector.core.effects import QueryEligibleOnChain
 from seqcollector.errors import DependencyError
+from seqcollector.runtime.alive import keep_alive
 from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for, run_beside
 from seqcollector.runtime.compose import Delivery, compose_collector
 from seqcollector.runtime.executor import RedisExecutor, redis_client
@@ -289,14 +290,16 @@ async def _run_live(
             try:
                 cleanup = periodic_cleanup_for(settings, redis, namespace)
                 memory = partial(memory_reports, settings.memory_profiling_interval)
-                await run_beside(collector.run, partial(_together, cleanup, memory))
+                alive = partial(keep_alive, redis, namespace)  # `<ns>:alive`: rewind refuses
+                await run_beside(collector.run, partial(_together, cleanup, memory, alive))
             finally:
                 await root.dispatcher.aclose()
     return pipeline.digest.hexdigest() if pipeline.digest is not None else None
 
 
 async def _together(*tasks: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """The background tasks of a run (periodic cleanup, memory reports), side by side."""
+    """The background tasks of a run (periodic cleanup, memory reports, the liveness mark),
+    side by side."""
     async with anyio.create_task_group() as tg:
         for task in tasks:
             tg.start_soon(task)
