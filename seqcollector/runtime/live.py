@@ -184,6 +184,7 @@ async def _run_live(
         fix_nodes = "check that RPC_NODES point at a running node of the chain"
         chain_head = partial(with_retries, nodes, fix_nodes, pool.head, retry)
         head = await chain_head()
+        health.observe(head)  # /ready's lag check knows the head before the first commit
         await with_retries(
             nodes, fix_nodes, partial(check_contract, pool.request, config.protocol_state), retry
         )
@@ -230,6 +231,8 @@ async def _run_live(
                 stack, "ARCHIVE_RPC_NODES", settings.archive_rpc_nodes, settings, retry
             )
             readers = f"ARCHIVE_RPC_NODES ({', '.join(reader.endpoints)})"
+            if metrics is not None:
+                reader.attach_metrics(metrics)
         else:
             reader, readers = pool, nodes
         fix_readers = f"check that {readers.split()[0]} point at a running node of the chain"
