@@ -70,9 +70,10 @@ class Reader:
         except ResponseError as exc:
             raise ApiError(500, f"Internal Server Error: Redis refused {what}: {exc}") from None
         except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
+            why = str(exc) or f"no answer within {self.timeout:g} s (TIMEOUT_REDIS_OPERATION)"
             raise ApiError(
                 503,
-                f"Redis unavailable while reading {what}: {type(exc).__name__}: {exc}; "
+                f"Redis unavailable while reading {what}: {type(exc).__name__}: {why}; "
                 "retry once Redis answers",
             ) from None
         except RedisError as exc:

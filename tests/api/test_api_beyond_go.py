@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import anyio
+import msgspec
 import pytest
 from apikit import LC, MARKET, TOKEN, Api, served, settings_for
 from litestar import Request as LitestarRequest
@@ -20,6 +22,7 @@ from litestar import post
 from seqcollector.api import endpoints, swagger
 from seqcollector.api.app import MAX_BODY_BYTES, build_app
 from seqcollector.api.server import serve
+from seqcollector.config import Timeouts
 from seqcollector.runtime.executor import redis_client
 from sim.redis_server import free_port
 
@@ -320,8 +323,6 @@ async def test_redis_unreachable_is_503(redis_url: str) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
     redis = redis_client(dead, connect_timeout_s=1.0)
     app = build_app(settings_for(dead), redis)
-    import anyio
-
     async with anyio.create_task_group() as tg:
         port = await tg.start(serve, app, "127.0.0.1", 0)
         async with aiohttp.ClientSession() as session:
@@ -330,6 +331,32 @@ async def test_redis_unreachable_is_503(redis_url: str) -> None:
             assert answer.status == 503 and "Redis unavailable" in answer.error
         tg.cancel_scope.cancel()
     await redis.aclose()
+
+
+async def test_redis_that_never_answers_is_503_within_the_deadline(redis_url: str) -> None:
+    import socket
+    import threading
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
+    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    settings = msgspec.structs.replace(settings_for(url), timeouts=Timeouts(redis_operation=0.5))
+    redis = redis_client(url)
+    try:
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(serve, build_app(settings, redis), "127.0.0.1", 0)
+            async with aiohttp.ClientSession() as session:
+                api = Api(f"http://127.0.0.1:{port}", session, redis)
+                with anyio.fail_after(10):
+                    answer = await api.call("/batchCount", body(epochID=1))
+                assert answer.status == 503 and "within 0.5 s" in answer.error
+            tg.cancel_scope.cancel()
+    finally:
+        await redis.aclose()
+        silent.close()
+        for conn in held:
+            conn.close()
 
 
 # --------------------------------------------------------------------- deterministic order
@@ -453,8 +480,6 @@ async def test_extra_route_handlers_get_no_cap_and_no_token(redis_url: str) -> N
 
     redis = redis_client(redis_url)
     app = build_app(settings_for(redis_url), redis, route_handlers=[probe])
-    import anyio
-
     async with anyio.create_task_group() as tg:
         port = await tg.start(serve, app, "127.0.0.1", 0)
         async with aiohttp.ClientSession() as session:
