@@ -212,7 +212,7 @@ async def test_any_method_answers_as_post(redis_url: str) -> None:
         assert (await api.call("/batchCount", method="GET")).status == 400  # Go: 400 "EOF"
 
 
-async def test_market_in_any_case(redis_url: str) -> None:
+async def test_a4_market_in_any_case(redis_url: str) -> None:
     async with served(redis_url) as api:
         await api.redis.set(f"BatchCountKey.{LC}.3", "2")
         for market in (MARKET.lower(), "0x" + MARKET[2:].upper(), MARKET):
@@ -227,7 +227,7 @@ async def test_a_configured_market_in_any_case(redis_url: str) -> None:
         assert (await api.call("/batchCount", body(epochID=3))).response == {"totalBatches": 2}
 
 
-async def test_token_compare_is_constant_time_and_exact(
+async def test_a4_token_compare_is_constant_time_and_exact(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[bytes, bytes]] = []
@@ -262,7 +262,7 @@ async def test_an_empty_read_token_lets_nothing_in(redis_url: str) -> None:
 # ------------------------------------------------------- Redis values of the wrong shape
 
 
-async def test_non_integer_values_are_an_error_for_that_request_only(redis_url: str) -> None:
+async def test_a2_non_integer_values_are_an_error_for_that_request_only(redis_url: str) -> None:
     async with served(redis_url) as api:
         await api.redis.set(f"CurrentDayKey.{LC}", "5")
         await api.redis.set(f"EligibleSlotSubmissionsKey.{LC}.4.1", "12x")  # A2: Go dies
@@ -288,7 +288,7 @@ async def test_non_integer_values_are_an_error_for_that_request_only(redis_url: 
         assert last.status == 500 and f"LastSimulatedSubmissionKey.{LC}.1" in last.error
 
 
-async def test_malformed_stored_json(redis_url: str) -> None:
+async def test_a1_malformed_stored_json_is_a_json_error(redis_url: str) -> None:
     async with served(redis_url) as api:
         await api.redis.set(f"CurrentDayKey.{LC}", "5")
         key = f"DiscardedSubmissionKey.{LC}.5"
@@ -362,7 +362,7 @@ async def test_redis_that_never_answers_is_503_within_the_deadline(redis_url: st
 # --------------------------------------------------------------------- deterministic order
 
 
-async def test_lists_are_sorted_and_stable(redis_url: str) -> None:
+async def test_a3_lists_are_sorted_and_stable(redis_url: str) -> None:
     async with served(redis_url) as api:
         await api.redis.set(f"CurrentDayKey.{LC}", "5")
         await api.redis.sadd(f"EligibleNodeByDayKey.{LC}.5", "10", "9", "2", "100", "x")
@@ -459,6 +459,17 @@ async def test_a6_by_day_without_entries_is_gos_empty_answer(redis_url: str) -> 
             await api.call("/discardedSubmissionsByDay", body(day=5, slotID=2, page=-3))
         ).response
         assert got == {"slotID": 2, "discardedSubmissions": [], "totalPages": 0, "currentPage": -3}
+
+
+async def test_a7_last_submissions_answer_an_object(redis_url: str) -> None:
+    async with served(redis_url) as api:
+        await api.redis.set(f"LastSimulatedSubmissionKey.{LC}.1", "1700000000")
+        await api.redis.set(f"snapshotter:{LC}:1:node_version", "v9")
+        got = (await api.call("/lastSimulatedSubmission", body(slotID=1))).response
+        assert isinstance(got, dict) and got["nodeVersion"] == "v9"  # Go's README: a string
+        await api.redis.set(f"LastSimulatedSubmissionKey.{LC}.1", "")  # Go: "" is absent
+        empty = await api.call("/lastSimulatedSubmission", body(slotID=1))
+        assert (empty.status, empty.error) == (500, "Failed to fetch last simulated submission")
 
 
 async def test_past_days_are_bounded(redis_url: str) -> None:
