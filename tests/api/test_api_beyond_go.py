@@ -210,6 +210,14 @@ async def test_any_method_answers_as_post(redis_url: str) -> None:
             answer = await api.call("/batchCount", body(epochID=3), method=method)
             assert answer.response == {"totalBatches": 2}, method
         assert (await api.call("/batchCount", method="GET")).status == 400  # Go: 400 "EOF"
+        head = await api.call("/batchCount", body(epochID=3), method="HEAD")
+        assert (head.status, head.text, head.headers["Content-Type"]) == (
+            200,
+            "",
+            "application/json",
+        )
+        assert uuid.UUID(head.headers["X-Request-ID"])
+        assert (await api.call("/batchCount", method="HEAD")).status == 400
 
 
 async def test_a4_market_in_any_case(redis_url: str) -> None:
