@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from bench import batch_prep, core_replay, live_chain, rewards_p1, sim_load
+from bench import api_load, batch_prep, core_replay, live_chain, rewards_p1, sim_load
 from sim.redis_server import RedisServer
 
 
@@ -74,6 +74,27 @@ def main() -> None:
         f"{f['speed-up x']:,.1f}x",
         _goal(f["speed-up x"] >= 10, ">= 10x"),
     )
+
+    console.print("(g) read API: 50 clients on loopback, ours (uvicorn) and an aiohttp baseline...")
+    with RedisServer() as server:
+        g = api_load.run(server.url)
+    for path in api_load.BODIES:
+        ours, base, ratio = (
+            g[(who, path)] for who in ("seqcollector", "aiohttp baseline", "ratio")
+        )
+        table.add_row(
+            "(g) read API" if path == "/batchCount" else "",
+            f"{path} req/s, p50 / p99 ms",
+            f"{ours['req/s']:,.0f}, {ours['p50 ms']:.1f} / {ours['p99 ms']:.1f}",
+            "",
+        )
+        table.add_row(
+            "",
+            f"{path} aiohttp baseline",
+            f"{base['req/s']:,.0f}, {base['p50 ms']:.1f} / {base['p99 ms']:.1f}",
+            "",
+        )
+        table.add_row("", f"{path} req/s ours / baseline", f"{ratio['req/s']:.2f}x", "")
 
     console.print("(c) backfill: 5,000 blocks with 500 epochs from anvil (building the chain)...")
     c = live_chain.backfill()

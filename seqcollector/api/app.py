@@ -19,6 +19,7 @@ from litestar import Litestar, Request, Response, Router, post, route
 from litestar.enums import HttpMethod
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
+from litestar.response.base import ASGIResponse
 from litestar.types import ControllerRouterHandler
 
 from seqcollector.api import errors
@@ -35,6 +36,7 @@ from seqcollector.config import Settings
 MAX_BODY_BYTES = 64 * 1024
 OTHER_METHODS: list[HttpMethod] = [
     HttpMethod.GET,
+    HttpMethod.HEAD,
     HttpMethod.PUT,
     HttpMethod.PATCH,
     HttpMethod.DELETE,
@@ -66,7 +68,8 @@ def go_json(value: Any) -> bytes:
 
 
 def _route_handlers(ctx: ApiContext, ep: Endpoint) -> list[ControllerRouterHandler]:
-    async def answer(request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def answer(request: Request[Any, Any, Any]) -> ASGIResponse:
+        """Decode, check, read, answer; HEAD gets the headers alone (Go runs the handler)."""
         try:
             body = decode_body(await request.body(), ep.request)
         except BodyError as exc:
@@ -75,7 +78,12 @@ def _route_handlers(ctx: ApiContext, ep: Endpoint) -> list[ControllerRouterHandl
         envelope = Envelope(
             info=Info(success=True, response=result), requestID=request_id_of(request.scope)
         )
-        return Response(go_json(envelope), media_type=errors.JSON)
+        # a ready ASGI answer: Litestar's Response would re-encode headers on every request
+        content = go_json(envelope)
+        if request.method == "HEAD":
+            head = {"content-type": errors.JSON, "content-length": str(len(content))}
+            return ASGIResponse(headers=head, is_head_response=True)
+        return ASGIResponse(body=content, media_type=errors.JSON)
 
     name = ep.path.strip("/")
     documented = post(

@@ -27,9 +27,10 @@ _ERROR_TEXT = {
     401: "Unauthorized: Incorrect Token!",
     404: "Not Found: no discarded submissions for the slot",
     413: "Request body over the API's cap",
-    500: "Not found in Redis (Go's status), or a Redis value of the wrong shape",
-    503: "Redis unavailable",
+    500: "Not in Redis (Go's status for this path), or a Redis value of the wrong shape",
+    503: "Redis unavailable, or not answering within TIMEOUT_REDIS_OPERATION",
 }
+_WRONG_SHAPE = "A Redis value of the wrong shape (the key is named in `error`)"
 
 
 def _inline(node: Any, components: dict[str, Any]) -> Any:
@@ -83,10 +84,9 @@ def operation_class(ep: Endpoint) -> type[Operation]:
             description="OK", content=_json(_envelope(schemas[f"{ep.path}:response"]))
         )
     }
-    for status in (*ep.errors, 413):
-        responses[str(status)] = OpenAPIResponse(
-            description=_ERROR_TEXT[status], content=_json(schemas["error"])
-        )
+    for status in sorted({*ep.errors, 413, 500, 503}):
+        text = _ERROR_TEXT[status] if status != 500 or 500 in ep.errors else _WRONG_SHAPE
+        responses[str(status)] = OpenAPIResponse(description=text, content=_json(schemas["error"]))
     parameters = (
         [
             Parameter(

@@ -39,8 +39,9 @@ UINT64_MAX = 2**64 - 1
 
 
 def stored_int(key: str, raw: bytes | None) -> int | None:
-    """The int64 stored at `key` (None when absent); `StoredValueError` otherwise."""
-    if raw is None:
+    """The int64 stored at `key` (None when absent or empty: Go's redis.Get gives "" for
+    both); `StoredValueError` otherwise."""
+    if not raw:
         return None
     if _INT.fullmatch(raw):
         value = int(raw)

@@ -46,7 +46,7 @@ _PAGE = """<!DOCTYPE html>
       url: "{doc}",
       dom_id: "#swagger-ui",
       deepLinking: true,
-      docExpansion: "none",
+      docExpansion: "list",
       presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
       layout: "StandaloneLayout"
     }});

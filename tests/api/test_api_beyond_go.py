@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import anyio
+import msgspec
 import pytest
 from apikit import LC, MARKET, TOKEN, Api, served, settings_for
 from litestar import Request as LitestarRequest
@@ -20,6 +22,7 @@ from litestar import post
 from seqcollector.api import endpoints, swagger
 from seqcollector.api.app import MAX_BODY_BYTES, build_app
 from seqcollector.api.server import serve
+from seqcollector.config import Timeouts
 from seqcollector.runtime.executor import redis_client
 from sim.redis_server import free_port
 
@@ -207,9 +210,17 @@ async def test_any_method_answers_as_post(redis_url: str) -> None:
             answer = await api.call("/batchCount", body(epochID=3), method=method)
             assert answer.response == {"totalBatches": 2}, method
         assert (await api.call("/batchCount", method="GET")).status == 400  # Go: 400 "EOF"
+        head = await api.call("/batchCount", body(epochID=3), method="HEAD")
+        assert (head.status, head.text, head.headers["Content-Type"]) == (
+            200,
+            "",
+            "application/json",
+        )
+        assert uuid.UUID(head.headers["X-Request-ID"])
+        assert (await api.call("/batchCount", method="HEAD")).status == 400
 
 
-async def test_market_in_any_case(redis_url: str) -> None:
+async def test_a4_market_in_any_case(redis_url: str) -> None:
     async with served(redis_url) as api:
         await api.redis.set(f"BatchCountKey.{LC}.3", "2")
         for market in (MARKET.lower(), "0x" + MARKET[2:].upper(), MARKET):
@@ -224,7 +235,7 @@ async def test_a_configured_market_in_any_case(redis_url: str) -> None:
         assert (await api.call("/batchCount", body(epochID=3))).response == {"totalBatches": 2}
 
 
-async def test_token_compare_is_constant_time_and_exact(
+async def test_a4_token_compare_is_constant_time_and_exact(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[bytes, bytes]] = []
@@ -259,7 +270,7 @@ async def test_an_empty_read_token_lets_nothing_in(redis_url: str) -> None:
 # ------------------------------------------------------- Redis values of the wrong shape
 
 
-async def test_non_integer_values_are_an_error_for_that_request_only(redis_url: str) -> None:
+async def test_a2_non_integer_values_are_an_error_for_that_request_only(redis_url: str) -> None:
     async with served(redis_url) as api:
         await api.redis.set(f"CurrentDayKey.{LC}", "5")
         await api.redis.set(f"EligibleSlotSubmissionsKey.{LC}.4.1", "12x")  # A2: Go dies
@@ -285,7 +296,7 @@ async def test_non_integer_values_are_an_error_for_that_request_only(redis_url: 
         assert last.status == 500 and f"LastSimulatedSubmissionKey.{LC}.1" in last.error
 
 
-async def test_malformed_stored_json(redis_url: str) -> None:
+async def test_a1_malformed_stored_json_is_a_json_error(redis_url: str) -> None:
     async with served(redis_url) as api:
         await api.redis.set(f"CurrentDayKey.{LC}", "5")
         key = f"DiscardedSubmissionKey.{LC}.5"
@@ -320,8 +331,6 @@ async def test_redis_unreachable_is_503(redis_url: str) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
     redis = redis_client(dead, connect_timeout_s=1.0)
     app = build_app(settings_for(dead), redis)
-    import anyio
-
     async with anyio.create_task_group() as tg:
         port = await tg.start(serve, app, "127.0.0.1", 0)
         async with aiohttp.ClientSession() as session:
@@ -332,10 +341,36 @@ async def test_redis_unreachable_is_503(redis_url: str) -> None:
     await redis.aclose()
 
 
+async def test_redis_that_never_answers_is_503_within_the_deadline(redis_url: str) -> None:
+    import socket
+    import threading
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
+    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    settings = msgspec.structs.replace(settings_for(url), timeouts=Timeouts(redis_operation=0.5))
+    redis = redis_client(url)
+    try:
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(serve, build_app(settings, redis), "127.0.0.1", 0)
+            async with aiohttp.ClientSession() as session:
+                api = Api(f"http://127.0.0.1:{port}", session, redis)
+                with anyio.fail_after(10):
+                    answer = await api.call("/batchCount", body(epochID=1))
+                assert answer.status == 503 and "within 0.5 s" in answer.error
+            tg.cancel_scope.cancel()
+    finally:
+        await redis.aclose()
+        silent.close()
+        for conn in held:
+            conn.close()
+
+
 # --------------------------------------------------------------------- deterministic order
 
 
-async def test_lists_are_sorted_and_stable(redis_url: str) -> None:
+async def test_a3_lists_are_sorted_and_stable(redis_url: str) -> None:
     async with served(redis_url) as api:
         await api.redis.set(f"CurrentDayKey.{LC}", "5")
         await api.redis.sadd(f"EligibleNodeByDayKey.{LC}.5", "10", "9", "2", "100", "x")
@@ -434,6 +469,17 @@ async def test_a6_by_day_without_entries_is_gos_empty_answer(redis_url: str) -> 
         assert got == {"slotID": 2, "discardedSubmissions": [], "totalPages": 0, "currentPage": -3}
 
 
+async def test_a7_last_submissions_answer_an_object(redis_url: str) -> None:
+    async with served(redis_url) as api:
+        await api.redis.set(f"LastSimulatedSubmissionKey.{LC}.1", "1700000000")
+        await api.redis.set(f"snapshotter:{LC}:1:node_version", "v9")
+        got = (await api.call("/lastSimulatedSubmission", body(slotID=1))).response
+        assert isinstance(got, dict) and got["nodeVersion"] == "v9"  # Go's README: a string
+        await api.redis.set(f"LastSimulatedSubmissionKey.{LC}.1", "")  # Go: "" is absent
+        empty = await api.call("/lastSimulatedSubmission", body(slotID=1))
+        assert (empty.status, empty.error) == (500, "Failed to fetch last simulated submission")
+
+
 async def test_past_days_are_bounded(redis_url: str) -> None:
     async with served(redis_url) as api:
         await api.redis.set(f"CurrentDayKey.{LC}", "20000")
@@ -453,8 +499,6 @@ async def test_extra_route_handlers_get_no_cap_and_no_token(redis_url: str) -> N
 
     redis = redis_client(redis_url)
     app = build_app(settings_for(redis_url), redis, route_handlers=[probe])
-    import anyio
-
     async with anyio.create_task_group() as tg:
         port = await tg.start(serve, app, "127.0.0.1", 0)
         async with aiohttp.ClientSession() as session:
