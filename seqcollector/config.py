@@ -890,8 +890,6 @@ NOT_YET_APPLIED: Final[dict[str, str]] = {
     "MONITORING_HEALTH_CHECK_INTERVAL": "health checks land with issue 10",
     "SEQ_API_HOST": "the read API is being built (issue 10)",
     "SEQ_API_ENABLED": "the read API is being built (issue 10)",
-    "SEQ_LOG_FORMAT": "log rendering is being built (issue 10)",
-    "SEQ_LOG_LEVEL": "log rendering is being built (issue 10)",
     "SEQ_READY_COMMIT_BLOCKS": "/ready is being built (issue 10)",
     "SEQ_READY_MAX_LAG_BLOCKS": "/ready is being built (issue 10)",
     "SEQ_READY_MAX_OUTBOX_AGE": "/ready is being built (issue 10)",

@@ -112,7 +112,7 @@ async def run_live(
     shown = mask_url(settings.redis_url())
     await check_redis(settings.redis_url(), shown, redis_db_setting(settings), retry)
     redis = redis_client(settings.redis_url())
-    reporter = FailureReporter(settings.slack_reporting_url)
+    reporter = FailureReporter(settings.slack_reporting_url, timeout_s=settings.http_timeout)
     poll_s = min(1.0, max(settings.block_time / 4, 0.05))
     async with AsyncExitStack() as stack:
         stack.push_async_callback(redis.aclose)

@@ -115,6 +115,26 @@ def describe_input(inp: Input) -> tuple[str | None, int | None, int | None]:
     return None, None, None
 
 
+def context_of(group: Sequence[Input]) -> dict[str, object]:
+    """What a group of inputs is about, bound to every line logged while it is applied:
+    its block (`block`, and `to_block` when it spans several), and its market and epoch
+    when all its inputs that name one name the same."""
+    found: dict[str, object] = {}
+    where = {describe_input(inp) for inp in group}
+    blocks = [b for _, _, b in where if b is not None]
+    if blocks:
+        found["block"] = min(blocks)
+        if max(blocks) != min(blocks):
+            found["to_block"] = max(blocks)
+    markets = {(m, e) for m, e, _ in where if m is not None}
+    if len(markets) == 1:
+        ((market, epoch),) = markets
+        found["market"] = market
+        if epoch is not None:
+            found["epoch"] = epoch
+    return found
+
+
 def _shown(text: str) -> str:
     return text[:64].encode("ascii", "backslashreplace").decode()
 
@@ -252,6 +272,10 @@ class Pipeline:
         """
         if not group:
             return
+        with structlog.contextvars.bound_contextvars(**context_of(group)):
+            await self._apply(group)
+
+    async def _apply(self, group: Sequence[Input]) -> None:
         started = time.perf_counter()
         journal_size = self._journal_size()
         fed: list[Input] = []
@@ -287,6 +311,7 @@ class Pipeline:
         self._committed = state_bytes
         self.committed_head = self.state.head
         self.busy_s += time.perf_counter() - started
+        log.debug("group_committed", seq=self.seq, inputs=len(fed), effects=len(effects))
         if self.digest is not None:
             self.digest.add(effects)
         if self.on_effects is not None:
@@ -311,9 +336,11 @@ class Pipeline:
 
         async def answer(i: int, query: Query) -> None:
             answerer = self.answerers[type(query)]
-            async with self.workers.worker(f"market {query.market} epoch {query.epoch}"):
-                with anyio.fail_after(self.timeouts.market_processing):
-                    answers[i] = await answerer.answer(query)
+            with structlog.contextvars.bound_contextvars(market=query.market, epoch=query.epoch):
+                async with self.workers.worker(f"market {query.market} epoch {query.epoch}"):
+                    with anyio.fail_after(self.timeouts.market_processing):
+                        answers[i] = await answerer.answer(query)
+                log.debug("query_answered", query=type(query).__name__)
 
         try:
             with anyio.fail_after(self.timeouts.batch_preparation):
