@@ -1,7 +1,8 @@
 """Every failure of `run`, `replay`, `sim` and `check-config` is one line on stderr (beside
 the log's JSON lines), naming the component or setting, with exit 2 for settings and
-input, 1 for a dependency; never a traceback. The real `seqcollector` CLI in a subprocess, against closed ports, loopback
-servers that accept and never answer, and a real redis-server."""
+input, 1 for a dependency; never a traceback. The real `seqcollector` CLI in a subprocess,
+against closed ports, loopback servers that accept and never answer, and a real
+redis-server."""
 
 from __future__ import annotations
 
