@@ -507,6 +507,165 @@ def status(config_path: str | None, namespace: str, as_json: bool) -> None:
     out.print(Text(f"outbox pending: {lanes}{oldest}"))
 
 
+@main.command()
+@click.option("--to-block", "to_block", type=int, required=True, help="The block to roll back to.")
+@config_option
+@namespace_option
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The journal `run --record` writes for this namespace: the rewind is appended to it.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what the rewind would do; write nothing.")
+@one_line_errors
+def rewind(
+    config_path: str | None, namespace: str, to_block: int, record: Path | None, dry_run: bool
+) -> None:
+    """Roll a stopped collector back to block N, as a reorg to N would: its state as of N
+    from the retained history, the keys of the blocks above N deleted, batched epochs left
+    batched, in one commit. The next `run` resumes from N+1."""
+    from seqcollector.config import load_settings
+    from seqcollector.runtime.rewind import rewind_command
+
+    settings = load_settings(config_path)
+    _logs_from(settings)
+    r = anyio.run(rewind_command, settings, namespace, to_block, dry_run, record)
+    out = Console(soft_wrap=True, highlight=False)
+    title = " (dry run: nothing written)" if dry_run else ""
+    out.print(
+        Text(
+            f"rewind of namespace {r.namespace!r}{title}: from block {r.from_block} to block "
+            f"{r.to_block} ({r.from_block - r.to_block} blocks)"
+        )
+    )
+    table = Table(title=f"windows per market (epochs) as of block {r.to_block}")
+    columns = (
+        "market",
+        "open",
+        "reopened (were queried)",
+        f"dropped (released above {r.to_block})",
+        f"batched above {r.to_block}: stay batched",
+    )
+    for column in columns:
+        table.add_column(column)
+    for m in r.markets:
+        lists = (m.open_after, m.reopened, m.dropped, m.kept_batched)
+        table.add_row(m.market, *(_epochs(v) for v in lists))
+    out.print(table)
+    out.print(
+        Text(
+            f"the dropped windows open again when `run` processes their release blocks; "
+            f"an epoch batched above block {r.to_block} is refused if released again"
+        )
+    )
+    for family, n in r.keys_named.items():
+        present = r.keys_deleted.get(family, 0)
+        out.print(
+            Text(
+                f"keys {'it would delete' if dry_run else 'deleted'}: {family} {present} "
+                f"(blocks {r.to_block + 1}..{r.from_block}; {n - present} had expired)"
+            )
+        )
+    out.print(
+        Text(
+            "kept: the batches, batch counts and slot counts of the epochs batched above "
+            f"block {r.to_block} (they stay batched, never batched again), days and markers"
+        )
+    )
+    restored = ", ".join(f"{k} {n}" for k, n in r.queries_restored.items())
+    if restored:
+        out.print(Text(f"queries restored (asked again when run resumes): {restored}"))
+    examples = f" ({', '.join(r.outbox_examples)})" if r.outbox_examples else ""
+    out.print(
+        Text(
+            f"outbox: {r.outbox_cancelled} entries {'would be ' if dry_run else ''}cancelled; "
+            f"{r.outbox_pending} pending "
+            f"entries kept, {r.outbox_of_batched_above} of them of epochs batched above block "
+            f"{r.to_block}{examples}: those epochs stay batched, so the relayer still needs "
+            "them; delivered entries cannot be taken back"
+        )
+    )
+    if r.journal is not None:
+        verb = "would append" if dry_run else "appended"
+        out.print(Text(f"journal: {verb} the rewind to {r.journal} (`run --record` resumes it)"))
+    else:
+        out.print(
+            Text(
+                "journal: none given; if this namespace is recorded (`run --record FILE`), "
+                "rewind with --record FILE too, or `run --record FILE` refuses to resume"
+            )
+        )
+    out.print(
+        Text(
+            f"next: `seqcollector run` {'would resume' if dry_run else 'resumes'} from block "
+            f"{r.resume_from}"
+        )
+    )
+
+
+@main.command("ack-reorg")
+@config_option
+@namespace_option
+@one_line_errors
+def ack_reorg(config_path: str | None, namespace: str) -> None:
+    """Acknowledge the reorgs deeper than MAX_REORG_DEPTH seen so far: a running
+    collector's /ready stops failing on them at its next check. Writes one Redis key."""
+    from seqcollector.config import load_settings, mask_url
+    from seqcollector.errors import DependencyError
+    from seqcollector.runtime.executor import redis_client
+    from seqcollector.runtime.health import acknowledge_deep_reorgs
+    from seqcollector.runtime.startup import describe_failure
+
+    settings = load_settings(config_path)
+    _logs_from(settings)
+    budget = settings.timeouts.redis_operation
+
+    async def ack() -> int:
+        redis = redis_client(settings.redis_url())
+        try:
+            with anyio.fail_after(budget * 2):
+                return await acknowledge_deep_reorgs(redis, namespace)
+        except (RedisError, TimeoutError, OSError) as exc:
+            raise DependencyError(
+                f"Redis at {mask_url(settings.redis_url())}: {describe_failure(exc, budget)} "
+                "(ack-reorg); check that Redis is up and answering"
+            ) from None
+        finally:
+            await redis.aclose()
+
+    count = anyio.run(ack)
+    Console(soft_wrap=True, highlight=False).print(
+        Text(f"namespace {namespace!r}: {count} deep reorg(s) acknowledged")
+    )
+
+
+@main.command()
+@config_option
+@click.option("--host", default=None, help="Address to listen on  [default: SEQ_API_HOST]")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port to listen on (0: any free port)  [default: SEQ_API_PORT]",
+)
+@one_line_errors
+def api(config_path: str | None, host: str | None, port: int | None) -> None:
+    """Serve the read API (the Go collector's 12 paths; Swagger UI at /swagger/) from Redis
+    alone, until SIGINT/SIGTERM. Needs DATA_MARKET_ADDRESSES and AUTH_READ_TOKEN."""
+    from seqcollector.api.command import api_command
+    from seqcollector.config import load_settings
+
+    settings = load_settings(config_path)
+    _logs_from(settings)
+    anyio.run(
+        api_command,
+        settings,
+        settings.api_host if host is None else host,
+        settings.api_port if port is None else port,
+    )
+
+
 def _epochs(values: list[int]) -> str:
     shown = ", ".join(str(v) for v in values[:8])
     return shown + (f" ... ({len(values)})" if len(values) > 8 else "") if values else "-"

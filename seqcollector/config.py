@@ -879,21 +879,7 @@ def load_settings(
 # Settings accepted that cannot apply yet: what they will drive, and when. `check-config`
 # prints these notes and the README's settings table lists them; every other setting drives
 # what it names (or, for the two below, a value other than the one behaviour is refused).
-NOT_YET_APPLIED: Final[dict[str, str]] = {
-    "AUTH_READ_TOKEN": "the read API that checks it is not built yet (issue 10): nothing serves"
-    " reads today, so nothing reads the token",
-    "SEQ_API_PORT": "the read API is not built yet (issue 10): nothing listens on the port",
-    "FEATURE_METRICS_ENABLED": "no metrics endpoint yet (issue 10): no metrics are served",
-    "WORKER_POOL_METRICS_ENABLED": "no metrics endpoint yet (issue 10): the pool's figures are"
-    " logged, not served",
-    "MONITORING_ERROR_RATE_THRESHOLD": "health checks land with issue 10",
-    "MONITORING_HEALTH_CHECK_INTERVAL": "health checks land with issue 10",
-    "SEQ_API_HOST": "the read API is being built (issue 10)",
-    "SEQ_API_ENABLED": "the read API is being built (issue 10)",
-    "SEQ_READY_COMMIT_BLOCKS": "/ready is being built (issue 10)",
-    "SEQ_READY_MAX_LAG_BLOCKS": "/ready is being built (issue 10)",
-    "SEQ_READY_MAX_OUTBOX_AGE": "/ready is being built (issue 10)",
-}
+NOT_YET_APPLIED: Final[dict[str, str]] = {}
 # Feature flags of the seed's rollout whose old behaviour does not exist here: `true` (the
 # default) is what seqcollector always does; `false` is refused.
 ALWAYS_ON: Final[dict[str, tuple[str, str]]] = {

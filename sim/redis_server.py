@@ -46,15 +46,16 @@ class RedisServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
-    def start(self) -> str:
+    def start(self, port: int | None = None) -> str:
+        """Start the server on a free port, or on `port` (e.g. again after `halt()`)."""
         log_path = self.workdir / "redis.log"
-        for _ in range(START_ATTEMPTS):
-            port = free_port()
-            url = f"redis://127.0.0.1:{port}/0"
+        for _ in range(START_ATTEMPTS if port is None else 1):
+            port_now = free_port() if port is None else port
+            url = f"redis://127.0.0.1:{port_now}/0"
             args = [
                 self._binary,
                 "--port",
-                str(port),
+                str(port_now),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -72,7 +73,19 @@ class RedisServer:
                 return url
             _stop(proc)
         tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
-        raise RuntimeError(f"redis-server did not start after {START_ATTEMPTS} tries:\n{tail}")
+        tries = START_ATTEMPTS if port is None else 1
+        raise RuntimeError(f"redis-server did not start after {tries} tries:\n{tail}")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def halt(self) -> None:
+        """Stop the server process only (an outage): `start(port=self.port)` brings it back
+        on the same port, empty (persistence is off)."""
+        if self._proc is not None:
+            _stop(self._proc)
+            self._proc = None
 
     def stop(self) -> None:
         if self._proc is not None:

@@ -62,3 +62,38 @@ def eligible_slot_submissions(lc: str, day: int, slot: int) -> str:
 
 def eligible_nodes_by_day(lc: str, day: int) -> str:
     return f"EligibleNodeByDayKey.{lc}.{day}"
+
+
+# Read by the read API (written by the dequeuer, the finalizer and the snapshotters' side).
+
+
+def epoch_submissions(lc: str, epoch: int) -> str:
+    return f"EpochSubmissionsKey.{lc}.{epoch}"
+
+
+def eligible_slot_submissions_by_epoch(lc: str, day: int, epoch: int) -> str:
+    return f"EligibleSlotSubmissionByEpochKey.{lc}.{day}.{epoch}"
+
+
+def discarded_submissions_by_epoch(lc: str, day: int, epoch: int) -> str:
+    return f"DiscardedSubmissionKey.{lc}.{day}.{epoch}"
+
+
+def discarded_submissions_by_day(lc: str, day: int) -> str:
+    return f"DiscardedSubmissionKey.{lc}.{day}"
+
+
+def last_simulated_submission(lc: str, slot: int) -> str:
+    return f"LastSimulatedSubmissionKey.{lc}.{slot}"
+
+
+def last_snapshot_submission(lc: str, slot: int) -> str:
+    return f"LastSnapshotSubmissionKey.{lc}.{slot}"
+
+
+def node_version(lc: str, slot: int) -> str:
+    return f"snapshotter:{lc}:{slot}:node_version"
+
+
+def active_snapshotters(lc: str, epoch: int) -> str:
+    return f"ActiveSnapshottersForEpoch.{lc}.{epoch}"

@@ -5,13 +5,21 @@ snapshot at or below the block, minus the windows of epochs batched since (never
 again). Deeper (or below the history kept) the core resumes from the block it names
 (`core.history`), drops the windows released above it, forgets the epochs emitted from the
 replaced blocks, and says in one alert what could not be undone.
+
+An operator's rewind (`seqcollector rewind --to-block N`) is that same reorg rewind, taken
+only where it restores the retained history exactly (`rewind_to`): from the oldest block
+`oldest_rewind_block` names to the block below the head; anything else is refused.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
+import msgspec
+
 from seqcollector.core import history, keys, windows
 from seqcollector.core.addresses import checksum
-from seqcollector.core.effects import DeleteKeys, Effect
+from seqcollector.core.effects import DeleteKeys, Effect, Rejected
 from seqcollector.core.inputs import Rewind
 from seqcollector.core.reporting import alert, count, reject
 from seqcollector.core.state import BlockRef, State, load_domain
@@ -96,3 +104,74 @@ def _deep_rewind(
         )
     parts.append("check the node and the batches")
     out.append(alert(state, "Reorg", "; ".join(parts), "High"))
+
+
+# -- an operator's rewind -----------------------------------------------------------------
+
+
+class RewindRefusal(msgspec.Struct, frozen=True):
+    """Why `rewind_to` changed nothing: no block was processed yet (`no_blocks`), the block
+    is not below the head (`not_below_head`), or it is below what the retained history
+    restores exactly (`beyond_history`; `oldest` is how far back it can go, None: nowhere)."""
+
+    reason: Literal["no_blocks", "not_below_head", "beyond_history"]
+    to_block: int
+    head: int | None
+    oldest: int | None
+
+
+def oldest_rewind_block(state: State) -> int | None:
+    """The oldest block a rewind restores from the retained history, as a reorg within
+    MAX_REORG_DEPTH does (`on_rewind` without `_deep_rewind`): at most MAX_REORG_DEPTH
+    below the head, a block still held, with a snapshot at or below it. None: no block
+    below the head qualifies."""
+    head = state.head
+    if head is None or not state.snapshots:
+        return None
+    oldest = max(
+        head.number - state.config.max_reorg_depth,
+        state.blocks[0].number,
+        state.snapshots[0].block,  # snapshots are in block order
+    )
+    return oldest if oldest < head.number else None
+
+
+def rewind_to(state: State, to_block: int) -> list[Effect] | RewindRefusal:
+    """Rewind the state to block `to_block` as a reorg whose common ancestor is that block
+    would: the core's own `step(state, Rewind(to_block))`, so the domain is the one the
+    core had after block `to_block` (less the windows of epochs batched since, which are
+    never batched again), and the effects are the reorg's (`BlockHashByNumberKey` of the
+    blocks above it deleted). Only within the retained history (`oldest_rewind_block`);
+    otherwise the state is left untouched and the refusal says why."""
+    from seqcollector.core.machine import step  # machine dispatches rewinds to this module
+
+    head = state.head
+    if head is None:
+        return RewindRefusal("no_blocks", to_block, None, None)
+    oldest = oldest_rewind_block(state)
+    if to_block >= head.number:
+        return RewindRefusal("not_below_head", to_block, head.number, oldest)
+    if oldest is None or to_block < oldest:
+        return RewindRefusal("beyond_history", to_block, head.number, oldest)
+    effects = step(state, Rewind(to_block))[1]
+    assert not any(isinstance(e, Rejected) for e in effects), effects  # within the history
+    return effects
+
+
+def batched_above(state: State, to_block: int) -> dict[str, list[int]]:
+    """Per market, the epochs batched after block `to_block`, read before rewinding to it:
+    those whose window the restored snapshot holds (dropped by the rewind) and those
+    released above it. A rewind keeps them batched; their batches stay pushed."""
+    base = [s for s in state.snapshots if s.block <= to_block]
+    held = load_domain(base[-1].domain).markets if base else {}
+    out: dict[str, list[int]] = {}
+    for lc, e in sorted(state.emitted.items()):
+        ms = held.get(lc)
+        epochs = {
+            epoch for epoch in (ms.windows if ms else ()) if history.is_emitted(state, lc, epoch)
+        }
+        if len(e.released) == len(e.epochs):
+            epochs.update(ep for ep, at in zip(e.epochs, e.released, strict=True) if at > to_block)
+        if epochs:
+            out[lc] = sorted(epochs)
+    return out

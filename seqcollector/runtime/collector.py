@@ -3,6 +3,11 @@
 One anyio task group holds the tasks; cancelling it (SIGINT/SIGTERM, or `stop()`) stops
 everything, while a commit in flight is shielded so that the last step lands whole. A group
 of inputs that fails is retried with jittered backoff until it succeeds: nothing is skipped.
+
+With `metrics` and/or `health`, every failure is counted (by operation and exception type),
+each landed group tells `health` its block, a heartbeat task (every `heartbeat_s`)
+refreshes the liveness heartbeat, the chain head, the head lag and the outbox backlog, and
+`health.run` (the error-rate alarm) runs in the same task group.
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from functools import partial
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import msgspec
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from seqcollector.core import Block, Input, Log, Rewind
@@ -26,11 +32,17 @@ from seqcollector.runtime.failures import Failure, FailureReporter
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import CoreStepError, Pipeline, ResumeError
 
+if TYPE_CHECKING:
+    from seqcollector.runtime.health import Health
+    from seqcollector.runtime.metrics import Metrics
+
 log = structlog.get_logger(__name__)
 
 GROUP_MAX_INPUTS = 500  # inputs committed together when the source is ahead (catch-up)
 STREAM_BUFFER = 2000
 FINAL_DELIVERY_S = 2.0  # on stop, relayer calls still pending get this long (stop is <= 10 s)
+HEARTBEAT_S = 1.0
+DEEP_REORGS = "reorg_too_deep"  # the core's counter of reorgs it could not undo whole
 
 
 class InputSource(Protocol):
@@ -68,6 +80,9 @@ class Collector:
         group_max: int = GROUP_MAX_INPUTS,
         retry_first_s: float = 0.2,
         retry_max_s: float = 30.0,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.pipeline = pipeline
         self.source = source
@@ -81,6 +96,9 @@ class Collector:
         self.retry_first_s = retry_first_s
         self.retry_max_s = retry_max_s
         self.blocks_applied = 0
+        self.metrics = metrics
+        self.health = health
+        self.heartbeat_s = heartbeat_s
         self._scope = anyio.CancelScope()
 
     @property
@@ -93,11 +111,26 @@ class Collector:
 
     async def run(self) -> None:
         """Run until stopped. Returns after a clean stop; fatal errors propagate."""
-        with self._scope:
-            await self._run()
+        if self.health is not None:
+            head = self.pipeline.committed_head
+            deep = self.pipeline.state.counters.get(DEEP_REORGS, 0)
+            self.health.started(head.number if head else None, deep)
+        try:
+            with self._scope:
+                await self._run()
+        finally:
+            if self.health is not None:
+                self.health.stopped()
         if self.dispatcher is not None:  # a last, bounded pass: what is left waits in Redis
-            with anyio.move_on_after(FINAL_DELIVERY_S):
-                await self.dispatcher.deliver_pending()
+            try:
+                with anyio.move_on_after(FINAL_DELIVERY_S):
+                    await self.dispatcher.deliver_pending()
+            except (RedisError, OSError) as exc:  # e.g. a connection Redis closed on a restart
+                log.warning(
+                    "final_delivery_skipped",
+                    error=f"{type(exc).__name__}: {exc}",
+                    action="nothing is lost: the pending entries wait in Redis for the next run",
+                )
 
     async def _run(self) -> None:
         await self._retrying("resume_pending_queries", None, self.pipeline.resume_queries)
@@ -109,6 +142,28 @@ class Collector:
                 tg.start_soon(self.dispatcher.run, self.dispatch_interval_s)
             if self.handle_signals:
                 tg.start_soon(self._signals)
+            if self.metrics is not None or self.health is not None:
+                tg.start_soon(self._heartbeat)
+            if self.health is not None:
+                tg.start_soon(self.health.run)  # the error-rate alarm, one interval at a time
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self._observe()
+            await anyio.sleep(self.heartbeat_s)
+
+    def _observe(self) -> None:
+        """Heartbeat, chain head and lag, outbox backlog -> health and metrics."""
+        head = self.pipeline.committed_head
+        committed = head.number if head is not None else None
+        backlog = self.dispatcher.backlog() if self.dispatcher is not None else {}
+        chain_head = self.source.chain_head
+        if self.health is not None:
+            self.health.beat()
+            self.health.observe(chain_head, backlog)
+        if self.metrics is not None:
+            self.metrics.heads(chain_head, committed)
+            self.metrics.outbox_backlog(backlog)
 
     async def _produce(self, send: MemoryObjectSendStream[Sequence[Input]]) -> None:
         """Units into the stream. While there is room, without yielding to the loop: a source
@@ -135,6 +190,8 @@ class Collector:
                         break
                 await self._retrying("apply", group, partial(self.pipeline.apply, group))
                 self.blocks_applied += sum(isinstance(i, Block) for i in group)
+                if self.health is not None or self.metrics is not None:
+                    self._landed()
                 if self.on_progress is not None:
                     head = self.pipeline.state.head
                     rate = (self.blocks_applied - blocks_at_start) / max(
@@ -146,6 +203,16 @@ class Collector:
                     return
         log.info("source_exhausted", seq=self.pipeline.seq)
         self.stop()  # a finite source (journal, synthetic chain) has been applied whole
+
+    def _landed(self) -> None:
+        head = self.pipeline.committed_head
+        committed = head.number if head is not None else None
+        if self.health is not None:
+            deep = self.pipeline.state.counters.get(DEEP_REORGS, 0)
+            self.health.committed(committed, deep)
+            self.health.observe(self.source.chain_head)
+        if self.metrics is not None:
+            self.metrics.heads(self.source.chain_head, committed)
 
     async def _retrying(
         self, operation: str, group: Sequence[Input] | None, fn: Callable[[], Awaitable[None]]
@@ -164,6 +231,10 @@ class Collector:
                 try:
                     await fn()
                 except Exception as exc:
+                    if self.metrics is not None:
+                        self.metrics.error(operation, type(exc).__name__)
+                    if self.health is not None:
+                        self.health.failed()
                     failure = _failure(operation, group, exc)
                     if _fatal(exc):
                         failure = msgspec.structs.replace(failure, action="stopped, not retried")

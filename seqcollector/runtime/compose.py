@@ -8,6 +8,11 @@ the pipeline and the source are made anew for each start, because the source res
 the blocks the pipeline loaded. Entry points pass what differs between them (settings or a
 simulated world's values, the executor, hooks) and never build these parts themselves.
 
+Metrics and health (`runtime.metrics`, `runtime.health`) are given here once and reach
+every part from here: the pipeline, the collector loop, the outbox dispatcher, the failure
+reporter, the worker pool, and the RPC pool and follower of `CollectorRoot.follower`.
+`metrics=None` (FEATURE_METRICS_ENABLED=false) records nothing.
+
 The answerers table is built in `CollectorRoot.answer_table` only: the submission sets are
 read from Redis by default; `answerers` adds (or replaces) kinds. A new query kind is an
 entry in that argument, given by the callers of `compose_collector`.
@@ -33,6 +38,8 @@ from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.collector import Collector, InputSource
 from seqcollector.runtime.executor import RedisExecutor
 from seqcollector.runtime.failures import FailureReporter
+from seqcollector.runtime.health import Health
+from seqcollector.runtime.metrics import Metrics
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Answerer, Pipeline
 from seqcollector.runtime.reward_answers import EligibilityReader
@@ -103,6 +110,8 @@ class CollectorRoot:
     pace: Pace = Pace()
     reporter: FailureReporter | None = None
     handle_signals: bool = True
+    metrics: Metrics | None = None
+    health: Health | None = None
 
     def answer_table(self) -> dict[type[Any], Answerer]:
         """The answerer of each query kind: the submission sets and the eligibility keys from
@@ -130,6 +139,7 @@ class CollectorRoot:
             reader=table[QuerySubmissionSets],
             answerers=table,
             check_invariants=self.check_invariants,
+            metrics=self.metrics,
         )
 
     def follower(
@@ -144,7 +154,10 @@ class CollectorRoot:
         attempt_timeout_s: float | None = None,
     ) -> ChainFollower:
         """The chain follower for an opened `pipeline`: it knows the recent blocks and the
-        anchors the core holds, so a reorg across a restart is seen."""
+        anchors the core holds, so a reorg across a restart is seen. `pool` records its
+        requests in the root's metrics from now on."""
+        if self.metrics is not None:
+            pool.attach_metrics(self.metrics)
         return ChainFollower(
             pool,
             self.config.protocol_state,
@@ -156,6 +169,7 @@ class CollectorRoot:
             poll_interval_s=poll_interval_s,
             retry=retry,
             attempt_timeout_s=attempt_timeout_s,
+            metrics=self.metrics,
         )
 
     def collector(
@@ -178,6 +192,8 @@ class CollectorRoot:
             handle_signals=self.handle_signals,
             retry_first_s=self.pace.retry_first_s,
             retry_max_s=self.pace.retry_max_s,
+            metrics=self.metrics,
+            health=self.health,
         )
 
 
@@ -195,6 +211,8 @@ def compose_collector(
     pace: Pace | None = None,
     reporter: FailureReporter | None = None,
     handle_signals: bool = True,
+    metrics: Metrics | None = None,
+    health: Health | None = None,
 ) -> CollectorRoot:
     """The collector's root for one run on `executor`'s Redis and namespace.
 
@@ -203,6 +221,8 @@ def compose_collector(
     `CollectorRoot.answer_table`); `before_read`: a hook run before each Redis read of the
     default readers (the simulation injects outages there). `journal`: record the inputs
     there (`--record`). `check_invariants`: check the core's invariants after every step.
+    `metrics`: recorded into by every part (`Metrics.from_settings`: None when
+    FEATURE_METRICS_ENABLED=false); `health`: fed by the collector loop (`Health`).
     """
     dispatcher = OutboxDispatcher(
         executor.redis,
@@ -218,6 +238,13 @@ def compose_collector(
         reward_concurrency=delivery.reward_concurrency,
         pass_timeout_s=delivery.pass_timeout_s,
     )
+    dispatcher.metrics = metrics
+    if reporter is not None:
+        reporter.metrics = metrics
+    if workers is not None:
+        workers.attach_metrics(metrics)
+    if health is not None and health.metrics is None:
+        health.metrics = metrics
     return CollectorRoot(
         executor,
         config,
@@ -231,4 +258,6 @@ def compose_collector(
         pace=pace or Pace(),
         reporter=reporter,
         handle_signals=handle_signals,
+        metrics=metrics,
+        health=health,
     )

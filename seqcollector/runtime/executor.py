@@ -210,6 +210,14 @@ class RedisExecutor:
         # The last checkpoint known to be stored (loaded or committed): if a read finds
         # none after this, Redis lost it.
         self._known: Checkpoint | None = None
+        self._last_sent: tuple[list[str], list[bytes | str]] = ([], [])  # keys, args
+
+    @property
+    def last_commit_bytes(self) -> int:
+        """Bytes of keys and arguments the last commit script call sent (metrics; counted
+        on demand, so a run without metrics pays nothing)."""
+        keys, args = self._last_sent
+        return sum(len(k) for k in keys) + sum(len(a) for a in args)
 
     @property
     def namespace(self) -> str:
@@ -242,6 +250,7 @@ class RedisExecutor:
         `ConcurrentWriterError` if another writer moved the checkpoint, `RedisDataLost` if
         the checkpoint vanished.
         """
+        self._last_sent = ([], [])
         if self._cached is not None and seq <= self._cached.seq:
             return False
         program = _script_program(effects)  # before any I/O: a bad TTL raises, nothing sent
@@ -301,7 +310,9 @@ class RedisExecutor:
         ]
         for entry_id, body, score in rows:
             args += [entry_id, body, str(score)]
-        reply = await self._script(keys=keys, args=[*args, *ops])
+        sent = [*args, *ops]
+        self._last_sent = (keys, sent)
+        reply = await self._script(keys=keys, args=sent)
         outcome = _as_str(reply[0])
         if outcome in ("applied", "done"):
             self._cached = _CachedCheckpoint(raw=new_raw, record=record)

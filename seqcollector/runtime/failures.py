@@ -9,12 +9,16 @@ body, `runtime.http` client).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
 
 from seqcollector.runtime.alerts import alert_body
 from seqcollector.runtime.http import POST_ERRORS, client_session, post_json
+
+if TYPE_CHECKING:
+    from seqcollector.runtime.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +50,7 @@ class FailureReporter:
         self.timeout_s = timeout_s
         self.count = 0
         self._last_alert: dict[str, float] = {}
+        self.metrics: Metrics | None = None  # alerts sent (`runtime.metrics`)
 
     async def report(self, failure: Failure, severity: str = "High", always: bool = False) -> None:
         """Log `failure`; alert unless this operation alerted recently (`always`: alert
@@ -70,3 +75,6 @@ class FailureReporter:
             log.warning(
                 "alert_not_sent", operation=failure.operation, status=status, body=text[:200]
             )
+            return
+        if self.metrics is not None:
+            self.metrics.alert_sent("runtime", severity)

@@ -26,14 +26,19 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from web3.providers.async_base import AsyncBaseProvider
 
+from seqcollector.api.collector_app import collector_app
+from seqcollector.api.server import serve
 from seqcollector.config import Settings, mask_url
 from seqcollector.core.effects import QueryEligibleOnChain
 from seqcollector.errors import DependencyError
+from seqcollector.runtime.alive import keep_alive
 from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for, run_beside
 from seqcollector.runtime.compose import Delivery, compose_collector
 from seqcollector.runtime.executor import RedisExecutor, redis_client
 from seqcollector.runtime.failures import FailureReporter
+from seqcollector.runtime.health import Health
 from seqcollector.runtime.memory_report import memory_reports
+from seqcollector.runtime.metrics import Metrics
 from seqcollector.runtime.migration import migrate_at_start
 from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.progress import CatchUpProgress
@@ -106,21 +111,80 @@ async def run_live(
     handle_signals: bool = True,
 ) -> str | None:
     """Run until SIGINT/SIGTERM (or `stop_when`); returns the recorded journal's effects
-    digest, if recording. `providers` add in-process nodes (eth-tester) to RPC_NODES."""
-    config = settings.core_config()
+    digest, if recording. `providers` add in-process nodes (eth-tester) to RPC_NODES.
+
+    The read API, /health, /ready and /metrics (`api.collector_app`) are served from the
+    start, beside the collector, on SEQ_API_HOST:SEQ_API_PORT unless SEQ_API_ENABLED=false;
+    they stop with it."""
+    settings.core_config()  # a core configuration the core refuses stops here, first
     retry = StartupRetry(settings.startup_timeout_s)
     shown = mask_url(settings.redis_url())
     await check_redis(settings.redis_url(), shown, redis_db_setting(settings), retry)
     redis = redis_client(settings.redis_url())
     reporter = FailureReporter(settings.slack_reporting_url, timeout_s=settings.http_timeout)
+    metrics = Metrics.from_settings(settings)
+    health = Health.from_settings(settings, redis, namespace, reporter, metrics)
+    done: list[str | None] = []
+    failed: list[BaseException] = []
+    try:
+        async with anyio.create_task_group() as served:
+            if settings.features.api:  # SEQ_API_ENABLED: from the start, so /health answers
+                app = collector_app(settings, redis, health, metrics)
+                port = await served.start(serve, app, settings.api_host, settings.api_port)
+                log.info("api_listening", host=settings.api_host, port=port)
+            try:
+                digest = await _run_live(
+                    settings,
+                    namespace,
+                    record,
+                    console,
+                    redis,
+                    reporter,
+                    metrics,
+                    health,
+                    providers=providers,
+                    stop_when=stop_when,
+                    handle_signals=handle_signals,
+                )
+                done.append(digest)
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:  # re-raised below as itself, not in a group
+                failed.append(exc)
+            finally:
+                served.cancel_scope.cancel()
+    finally:
+        await redis.aclose()
+    if failed:
+        raise failed[0]
+    return done[0]
+
+
+async def _run_live(
+    settings: Settings,
+    namespace: str,
+    record: Path | None,
+    console: Console,
+    redis: Any,
+    reporter: FailureReporter,
+    metrics: Metrics | None,
+    health: Health,
+    *,
+    providers: Sequence[AsyncBaseProvider],
+    stop_when: Callable[[Pipeline], bool] | None,
+    handle_signals: bool,
+) -> str | None:
+    config = settings.core_config()
+    retry = StartupRetry(settings.startup_timeout_s)
+    shown = mask_url(settings.redis_url())
     poll_s = min(1.0, max(settings.block_time / 4, 0.05))
     async with AsyncExitStack() as stack:
-        stack.push_async_callback(redis.aclose)
         pool = await open_pool(stack, "RPC_NODES", settings.rpc_nodes, settings, retry, providers)
         nodes = f"RPC_NODES ({', '.join(pool.endpoints)})"
         fix_nodes = "check that RPC_NODES point at a running node of the chain"
         chain_head = partial(with_retries, nodes, fix_nodes, pool.head, retry)
         head = await chain_head()
+        health.observe(head)  # /ready's lag check knows the head before the first commit
         await with_retries(
             nodes, fix_nodes, partial(check_contract, pool.request, config.protocol_state), retry
         )
@@ -138,6 +202,8 @@ async def run_live(
             reporter=reporter,
             handle_signals=handle_signals,
             answerers={QueryEligibleOnChain: on_chain},
+            metrics=metrics,
+            health=health,
         )
         pipeline = root.pipeline()
         try:
@@ -165,6 +231,8 @@ async def run_live(
                 stack, "ARCHIVE_RPC_NODES", settings.archive_rpc_nodes, settings, retry
             )
             readers = f"ARCHIVE_RPC_NODES ({', '.join(reader.endpoints)})"
+            if metrics is not None:
+                reader.attach_metrics(metrics)
         else:
             reader, readers = pool, nodes
         fix_readers = f"check that {readers.split()[0]} point at a running node of the chain"
@@ -225,14 +293,16 @@ async def run_live(
             try:
                 cleanup = periodic_cleanup_for(settings, redis, namespace)
                 memory = partial(memory_reports, settings.memory_profiling_interval)
-                await run_beside(collector.run, partial(_together, cleanup, memory))
+                alive = partial(keep_alive, redis, namespace)  # `<ns>:alive`: rewind refuses
+                await run_beside(collector.run, partial(_together, cleanup, memory, alive))
             finally:
                 await root.dispatcher.aclose()
     return pipeline.digest.hexdigest() if pipeline.digest is not None else None
 
 
 async def _together(*tasks: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """The background tasks of a run (periodic cleanup, memory reports), side by side."""
+    """The background tasks of a run (periodic cleanup, memory reports, the liveness mark),
+    side by side."""
     async with anyio.create_task_group() as tg:
         for task in tasks:
             tg.start_soon(task)

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import aiohttp
 import anyio
@@ -47,6 +48,9 @@ from seqcollector.core.effects import Alert, RelayerCall
 from seqcollector.runtime.alerts import alert_body
 from seqcollector.runtime.http import client_session, post_json
 from seqcollector.runtime.layout import OutboxEntry, StoreLayout, decode_entry
+
+if TYPE_CHECKING:
+    from seqcollector.runtime.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -205,6 +209,20 @@ class OutboxDispatcher:
         self.delivered = 0
         self.failed_attempts = 0
         self.alerts_dropped = 0
+        self.metrics: Metrics | None = None  # relayer calls, alerts sent (`runtime.metrics`)
+        self._seen_at: dict[bytes, float] = {}  # id -> when this process first saw it pending
+
+    def backlog(self) -> dict[str, tuple[int, float]]:
+        """Per lane: (entries pending, seconds since this process first saw the oldest of
+        them; 0 when none). Known from the lanes' scans: an entry counts once a pass has
+        read it (within a poll interval of its commit)."""
+        now = time.monotonic()
+        out = {lane.name: (0, 0.0) for lane in self.lane_table}
+        for entry_id, lane in self._lane_of_id.items():
+            if lane in out:
+                depth, age = out[lane]
+                out[lane] = (depth + 1, max(age, now - self._seen_at.get(entry_id, now)))
+        return out
 
     async def __aenter__(self) -> OutboxDispatcher:
         return self
@@ -240,6 +258,8 @@ class OutboxDispatcher:
                 done = await self._lane_pass(lane, limit)
             except (RedisError, TimeoutError) as exc:
                 self._log.error("outbox_pass_failed", lane=lane.name, error=repr(exc))
+                if self.metrics is not None:
+                    self.metrics.error("outbox_pass", type(exc).__name__)
                 done = _Pass(failed=True)
             if done.delivered < limit or done.failed:
                 await anyio.sleep(poll_interval_s)
@@ -348,6 +368,7 @@ class OutboxDispatcher:
             entry = entries.get(entry_id)
             if entry is not None:
                 self._lane_of_id[entry_id] = lane_of(entry)
+                self._seen_at.setdefault(entry_id, time.monotonic())
             elif entry_id in self._undecodable:
                 self._lane_of_id[entry_id] = _UNDECODABLE
         return entries
@@ -408,6 +429,8 @@ class OutboxDispatcher:
                     await self._post_once(url, body, entry.id, lane, deadline)
             else:
                 self._log.info("outbox_delivered", id=entry.id, url=url)
+                if self.metrics is not None and isinstance(entry, Alert):
+                    self.metrics.alert_sent("core", entry.severity)
                 return True
         except _RETRYABLE as exc:
             error = str(exc) or repr(exc)
@@ -445,16 +468,22 @@ class OutboxDispatcher:
                 status, text = await post_json(self._client, url, body, budget)
         except _RETRYABLE as exc:
             self._failed(stats)
+            self._called(lane, "timeout" if isinstance(exc, TimeoutError) else "error")
             self._log.info(
                 "outbox_attempt_failed", id=entry_id, url=url, error=str(exc) or repr(exc)
             )
             raise
         finally:
             stats.in_flight -= 1
+        self._called(lane, str(status))
         if status != 200:
             self._failed(stats)
             self._log.info("outbox_attempt_failed", id=entry_id, url=url, status=status)
             raise DeliveryRejected(url, status, text)
+
+    def _called(self, lane: str, status: str) -> None:
+        if self.metrics is not None and lane != ALERTS_LANE:
+            self.metrics.relayer_call(lane, status)
 
     def _failed(self, stats: LaneStats) -> None:
         self.failed_attempts += 1
@@ -469,6 +498,7 @@ class OutboxDispatcher:
                 pipe.hdel(self._keys.outbox, entry_id.decode())
                 await pipe.execute()
         self._lane_of_id.pop(entry_id, None)
+        self._seen_at.pop(entry_id, None)
 
 
 def _bound(score: float, inclusive: bool) -> str:

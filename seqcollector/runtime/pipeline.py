@@ -57,6 +57,7 @@ from seqcollector.journal import (
 )
 from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.executor import RedisExecutor
+from seqcollector.runtime.metrics import Metrics
 from seqcollector.runtime.reward_answers import EligibilityReader
 from seqcollector.runtime.workers import WorkerPool
 
@@ -157,12 +158,14 @@ class Pipeline:
         reader: Answerer | None = None,
         answerers: Mapping[type[Any], Answerer] | None = None,
         check_invariants: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         """`answerers`: the answerer of each query type; `reader` (the submission sets)
         defaults to `SubmissionSetReader` on the executor's Redis, the eligibility keys to
         `EligibilityReader` on it; the contract view (`QueryEligibleOnChain`) must be given
         when the configuration has rewards on. `check_invariants`: run
-        `core.invariants.check` after every step (tests and simulations)."""
+        `core.invariants.check` after every step (tests and simulations). `metrics`: where
+        step, commit and query times and the facts of each landed group are recorded."""
         self.executor = executor
         eligibility = EligibilityReader(executor.redis)
         table: dict[type[Any], Answerer] = {
@@ -177,6 +180,7 @@ class Pipeline:
             raise ValueError(f"no answerer for the core's queries {missing}")
         self.answerers: Mapping[type[Any], Answerer] = table
         self.check_invariants = check_invariants
+        self.metrics = metrics
         self.config = config
         self.timeouts = timeouts or Timeouts()
         self.journal_path = journal
@@ -280,12 +284,15 @@ class Pipeline:
         journal_size = self._journal_size()
         fed: list[Input] = []
         effects: list[Effect] = []
+        reorgs: list[int] = []  # depth of each rewind that moves the head back (metrics)
         try:
             with anyio.fail_after(self.timeouts.event_processing):
                 queue = list(group)
                 while queue:
                     inp = queue.pop(0)
                     fed.append(inp)
+                    if isinstance(inp, Rewind):
+                        reorgs.extend(_reorg_depth(self.state, inp))
                     out = self._step(inp, self.seq + len(fed))
                     effects.extend(out)
                     queries = [e for e in out if isinstance(e, QUERY_EFFECTS)]
@@ -299,9 +306,11 @@ class Pipeline:
                     anyio.CancelScope(shield=True),
                     anyio.fail_after(self.timeouts.redis_operation),
                 ):
+                    commit_started = time.perf_counter()
                     await self.executor.commit(
                         self.seq + len(fed), head.number if head else None, effects, state_bytes
                     )
+                    commit_s = time.perf_counter() - commit_started
         except (Exception, anyio.get_cancelled_exc_class()):
             # The group did not land (or its outcome is unknown: the retry's commit tells).
             # Anything else (a simulated process death) leaves everything as a crash would.
@@ -311,6 +320,9 @@ class Pipeline:
         self._committed = state_bytes
         self.committed_head = self.state.head
         self.busy_s += time.perf_counter() - started
+        if self.metrics is not None:
+            size = self.executor.last_commit_bytes
+            self.metrics.committed(commit_s, size, len(fed), effects, self.state, reorgs)
         log.debug("group_committed", seq=self.seq, inputs=len(fed), effects=len(effects))
         if self.digest is not None:
             self.digest.add(effects)
@@ -320,12 +332,15 @@ class Pipeline:
     def _step(self, inp: Input, seq: int) -> list[Effect]:
         """`core.step`; a raise (a bug in the core: it refuses bad input, never raises) becomes
         a `CoreStepError` naming the input."""
+        started = time.perf_counter() if self.metrics is not None else 0.0
         try:
             effects = step(self.state, inp)[1]
             if self.check_invariants:
                 invariants.check(self.state)
         except Exception as exc:
             raise CoreStepError(seq, inp, exc) from exc
+        if self.metrics is not None:
+            self.metrics.step_done(time.perf_counter() - started)
         return effects
 
     async def _answer_all(self, queries: Sequence[Query]) -> list[Input]:
@@ -338,10 +353,14 @@ class Pipeline:
             answerer = self.answerers[type(query)]
             with structlog.contextvars.bound_contextvars(market=query.market, epoch=query.epoch):
                 async with self.workers.worker(f"market {query.market} epoch {query.epoch}"):
+                    read_started = time.perf_counter()
                     with anyio.fail_after(self.timeouts.market_processing):
                         answers[i] = await answerer.answer(query)
+                    if self.metrics is not None:
+                        self.metrics.window_read(query.market, time.perf_counter() - read_started)
                 log.debug("query_answered", query=type(query).__name__)
 
+        started = time.perf_counter()
         try:
             with anyio.fail_after(self.timeouts.batch_preparation):
                 async with anyio.create_task_group() as tg:
@@ -349,6 +368,8 @@ class Pipeline:
                         tg.start_soon(answer, i, query)
         except BaseExceptionGroup as group:  # report the cause, not the task group
             raise _first_leaf(group) from group
+        if self.metrics is not None and queries:
+            self.metrics.batch_prepared(time.perf_counter() - started)
         return [a for a in answers if a is not None]
 
     def _journal_size(self) -> int | None:
@@ -361,6 +382,14 @@ class Pipeline:
         self.state = load_state(self._committed)
         if self._journal is not None and journal_size is not None:
             self._journal.truncate(journal_size)
+
+
+def _reorg_depth(state: State, rewind: Rewind) -> list[int]:
+    """[blocks the rewind takes back] when it moves the head back, else [] (a no-op)."""
+    head = state.head
+    if head is None or rewind.to_block >= head.number:
+        return []
+    return [head.number - rewind.to_block]
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

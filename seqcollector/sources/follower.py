@@ -33,6 +33,9 @@ topic0s in block n, by log index. Only blocks up to `head - confirmations` are p
   failure logged as a structured error (`retrying.py`). Nothing is skipped.
 
 `chain_head` is the latest head seen, `next_block` the next block to process (for progress).
+With `metrics`, every failed attempt of a chain read is counted
+(`seqcollector_errors_total{operation="source_<operation>"}`) and each new head is recorded
+as `seqcollector_chain_head_block`.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import structlog
@@ -59,6 +62,9 @@ from seqcollector.sources.errors import FetchTimedOut
 from seqcollector.sources.heads import HeadWatcher
 from seqcollector.sources.retrying import Backoff, retry_forever
 from seqcollector.sources.rpc import RpcPool, SourceError
+
+if TYPE_CHECKING:
+    from seqcollector.runtime.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +114,7 @@ class ChainFollower:
         anchors: Sequence[tuple[int, str]] = (),
         wait_log_s: float = 30.0,
         attempt_timeout_s: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if confirmations < 0 or max_reorg_depth < 1 or range_blocks < 1:
             raise ValueError("confirmations >= 0, max_reorg_depth >= 1, range_blocks >= 1")
@@ -142,6 +149,7 @@ class ChainFollower:
         self.deep_rewinds = 0
         self.chain_resets = 0  # deep rewinds that found no anchor: Rewind(-1)
         self.refetches = 0
+        self.metrics = metrics
 
     async def inputs(self) -> AsyncIterator[Block | Log | Rewind]:
         """The inputs one by one, in chain order (see `units`)."""
@@ -384,8 +392,22 @@ class ChainFollower:
     ) -> T:
         if self.attempt_timeout_s is not None and operation != "wait_for_head":
             fn = partial(self._bounded, operation, fn, self.attempt_timeout_s, first, last)
+        if self.metrics is not None:
+            fn = partial(self._counted, operation, fn)
         with structlog.contextvars.bound_contextvars(**blocks_context(first, last)):
-            return await retry_forever(operation, fn, self.retry, self._pool, first, last)
+            result = await retry_forever(operation, fn, self.retry, self._pool, first, last)
+        if self.metrics is not None and self.chain_head is not None:
+            self.metrics.chain_head.set(self.chain_head)
+        return result
+
+    async def _counted(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """`fn()`, its failure counted in the metrics (then retried by `retry_forever`)."""
+        try:
+            return await fn()
+        except SourceError as exc:
+            if self.metrics is not None:
+                self.metrics.error(f"source_{operation}", type(exc).__name__)
+            raise
 
     @staticmethod
     async def _bounded(

@@ -24,11 +24,14 @@ a reason to try elsewhere: the node answered, and the answer is about the reques
 
 Counts (`stats`): wire requests per endpoint (a batch is one request, as on the wire), calls
 per JSON-RPC method (each call of a batch counts), batches, errors and demotions per endpoint.
+With `attach_metrics`, the same go to Prometheus (`runtime.metrics`): requests and errors by
+endpoint and method (a batch as method `batch`), their durations, demotions.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
@@ -57,6 +60,7 @@ from seqcollector.sources.gather import gather
 
 if TYPE_CHECKING:
     from seqcollector.config import Settings
+    from seqcollector.runtime.metrics import Metrics
 
 __all__ = ["RpcError", "RpcPool", "Socket", "SourceError", "TransportError", "quantity"]
 
@@ -115,6 +119,11 @@ class RpcPool:
         self.stats: dict[str, dict[str, int]] = {
             key: {} for key in ("requests", "calls", "batches", "errors", "demotions")
         }
+        self.metrics: Metrics | None = None
+
+    def attach_metrics(self, metrics: Metrics | None) -> None:
+        """Record requests, errors and demotions in `metrics` from now on (None: stop)."""
+        self.metrics = metrics
 
     @classmethod
     def from_settings(
@@ -333,6 +342,8 @@ class RpcPool:
         ep.failures += 1
         ep.demoted_until = anyio.current_time() + self.demote_s
         _bump(self.stats["demotions"], ep.name)
+        if self.metrics is not None:
+            self.metrics.demoted(ep.name)
         log.warning(
             "rpc_endpoint_demoted",
             endpoint=ep.name,
@@ -394,7 +405,7 @@ class RpcPool:
         try:
             return decode(result)
         except DECODE_ERRORS as exc:
-            _bump(self.stats["errors"], ep.name)
+            self._error(ep, method, "unusable")
             raise TransportError(ep.name, method, f"unusable result: {exc}") from exc
 
     def _succeeded(self, ep: Endpoint) -> None:
@@ -412,7 +423,7 @@ class RpcPool:
                     await _disconnect(ep)  # drops a dead listener and stale replies
                     await ep.provider.connect()
             except Exception as exc:
-                _bump(self.stats["errors"], ep.name)
+                self._error(ep, "connect", "connect")
                 raise TransportError(ep.name, "connect", _describe(exc)) from exc
             ep.connected = True
             ep.generation += 1
@@ -422,11 +433,15 @@ class RpcPool:
         request_fn, _ = await ep.functions()
         _bump(self.stats["requests"], ep.name)
         _bump(self.stats["calls"], method)
+        started = time.perf_counter()
         try:
             with anyio.fail_after(self.request_timeout_s):
                 reply = await request_fn(method, params)
         except Exception as exc:
             raise self._transport_failure(ep, method, exc) from exc
+        finally:
+            if self.metrics is not None:
+                self.metrics.rpc_request(ep.name, method, time.perf_counter() - started)
         result = self._unwrap(ep, method, reply)
         self._succeeded(ep)
         if method == "eth_blockNumber":
@@ -443,6 +458,7 @@ class RpcPool:
         _, batch_fn = await ep.functions()
         # web3 keeps one batch reply slot per persistent connection: one batch at a time.
         guard: AbstractAsyncContextManager[Any] = ep.lock if ep.persistent else nullcontext()
+        started = time.perf_counter()
         try:
             async with guard:
                 with anyio.fail_after(self.request_timeout_s):
@@ -450,15 +466,15 @@ class RpcPool:
         except NotImplementedError:  # e.g. AsyncEthereumTesterProvider
             return await self._no_batching(ep, calls, "the provider does not implement batches")
         except Exception as exc:
-            self._count_batch(ep, calls)
+            self._count_batch(ep, calls, time.perf_counter() - started)
             raise self._transport_failure(ep, "batch", exc) from exc
-        self._count_batch(ep, calls)
+        self._count_batch(ep, calls, time.perf_counter() - started)
         if isinstance(replies, dict):  # the whole batch was refused with one error object
             error = replies.get("error")
             message = str(error.get("message", error) if isinstance(error, dict) else error)
             if "batch" in message.lower():
                 return await self._no_batching(ep, calls, message)
-            _bump(self.stats["errors"], ep.name)
+            self._error(ep, "batch", "rpc")
             raise TransportError(ep.name, "batch", f"batch refused: {message[:300]}")
         if not isinstance(replies, list) or len(replies) != len(calls):
             raise self._transport_failure(
@@ -481,14 +497,23 @@ class RpcPool:
             limit=self.batch_concurrency,
         )
 
-    def _count_batch(self, ep: Endpoint, calls: Sequence[tuple[str, list[Any]]]) -> None:
+    def _count_batch(
+        self, ep: Endpoint, calls: Sequence[tuple[str, list[Any]]], seconds: float
+    ) -> None:
         _bump(self.stats["requests"], ep.name)
         _bump(self.stats["batches"], ep.name)
         for method, _ in calls:
             _bump(self.stats["calls"], method)
+        if self.metrics is not None:
+            self.metrics.rpc_request(ep.name, "batch", seconds)
+
+    def _error(self, ep: Endpoint, method: str, kind: str) -> None:
+        _bump(self.stats["errors"], ep.name)
+        if self.metrics is not None:
+            self.metrics.rpc_error(ep.name, method, kind)
 
     def _transport_failure(self, ep: Endpoint, method: str, exc: BaseException) -> TransportError:
-        _bump(self.stats["errors"], ep.name)
+        self._error(ep, method, "transport")
         if ep.persistent:
             ep.connected = False  # reconnect before the next use: replies may be out of step
         return TransportError(ep.name, method, _describe(exc))
@@ -498,7 +523,7 @@ class RpcPool:
             raise self._transport_failure(ep, method, ValueError(f"reply is {reply!r:.100}"))
         error = reply.get("error")
         if error is not None:
-            _bump(self.stats["errors"], ep.name)
+            self._error(ep, method, "rpc")
             if isinstance(error, dict):
                 code = error.get("code")
                 raise RpcError(

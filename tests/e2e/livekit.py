@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,9 @@ from sim.contract import ProtocolStateClient, deploy_protocol_state
 MARKETS = ["0x" + "a1" * 20, "0x" + "b2" * 20]
 WINDOW_S = 10
 TOKEN = "relayer-token"
+# `run` serves its API on 0.0.0.0:8080 by default; tests run in parallel: any free loopback
+# port, found in the `api_listening` log line (`CollectorProcess.api_url`).
+LOOPBACK_API = {"SEQ_API_HOST": "127.0.0.1", "SEQ_API_PORT": "0"}
 
 
 class LiveWorld:
@@ -142,6 +146,7 @@ class CollectorProcess:
             "BATCH_SIZE": "2",
             "BLOCK_TIME": "0.2",
             "SEQ_START_BLOCK": str(world.ready_block + 1),
+            **LOOPBACK_API,
             **(extra_env or {}),
         }
         self.args = [sys.executable, "-m", "seqcollector", "run"]
@@ -187,3 +192,18 @@ class CollectorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+    def api_url(self, timeout_s: float = 30.0) -> str:
+        """http://127.0.0.1:<port> of the running collector's API (from its log)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text(errors="replace")
+            for line in text.splitlines():
+                if "api_listening" in line:
+                    found = re.search(r"port\W+(\d+)", line)
+                    if found:
+                        return f"http://127.0.0.1:{found.group(1)}"
+            if not self.alive():
+                raise AssertionError(f"collector exited before serving its API: {self.log()}")
+            time.sleep(0.1)
+        raise AssertionError(f"no api_listening line within {timeout_s}s: {self.log()}")

@@ -30,7 +30,7 @@ def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.Comp
         [sys.executable, "-m", "seqcollector", *args],
         capture_output=True,
         text=True,
-        env={**base, "COLUMNS": "80", **env},
+        env={**base, "COLUMNS": "80", "SEQ_API_HOST": "127.0.0.1", "SEQ_API_PORT": "0", **env},
         timeout=timeout,
         cwd=ROOT,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from livekit import MARKETS, TOKEN, CollectorProcess, LiveWorld
+from livekit import LOOPBACK_API, MARKETS, TOKEN, CollectorProcess, LiveWorld
 
 from seqcollector.core.addresses import checksum
 from seqcollector.core.state import load_state
@@ -360,7 +360,7 @@ def check_config_connect(env: dict[str, str]) -> subprocess.CompletedProcess[str
         [sys.executable, "-m", "seqcollector", "check-config", "--connect"],
         capture_output=True,
         text=True,
-        env={"PATH": os.environ.get("PATH", ""), "COLUMNS": "200", **env},
+        env={"PATH": os.environ.get("PATH", ""), "COLUMNS": "200", **LOOPBACK_API, **env},
         timeout=60,
     )
 

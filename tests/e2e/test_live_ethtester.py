@@ -37,6 +37,8 @@ async def test_two_markets_on_eth_tester(redis_url: str) -> None:
     with Relayer() as relayer:
         settings = load_settings(
             environ={
+                "SEQ_API_HOST": "127.0.0.1",
+                "SEQ_API_PORT": "0",
                 "PROTOCOL_STATE_CONTRACT": address,
                 "DATA_MARKET_ADDRESSES": json.dumps(MARKETS),
                 "SEQ_REDIS_URL": redis_url,

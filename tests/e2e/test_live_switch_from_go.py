@@ -48,6 +48,8 @@ async def test_go_markers_are_adopted_and_fired(redis_url: str) -> None:
     with Relayer() as relayer:
         settings = load_settings(
             environ={
+                "SEQ_API_HOST": "127.0.0.1",
+                "SEQ_API_PORT": "0",
                 "PROTOCOL_STATE_CONTRACT": address,
                 "DATA_MARKET_ADDRESSES": json.dumps([MARKET]),
                 "SEQ_REDIS_URL": redis_url,

@@ -1,0 +1,1 @@
+"""The read API, /metrics, /health and /ready, served by Litestar under uvicorn."""
