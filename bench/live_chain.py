@@ -14,8 +14,8 @@ import statistics
 import time
 from typing import Any
 
+import aiohttp
 import anyio
-import httpx
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from seqcollector.core import Block, CoreConfig
@@ -67,14 +67,15 @@ async def go_strategy(proxy: RpcProxy, address: str, last: int) -> tuple[float, 
     """The Go collector: per block, a header, the block with transactions, and eth_getLogs."""
     before, logs, n_id = proxy.http_requests, 0, 0
 
-    async def call(client: httpx.AsyncClient, method: str, params: list[Any]) -> Any:
+    async def call(client: aiohttp.ClientSession, method: str, params: list[Any]) -> Any:
         nonlocal n_id
         n_id += 1
         body = {"jsonrpc": "2.0", "id": n_id, "method": method, "params": params}
-        return (await client.post(proxy.url, json=body)).json()["result"]
+        async with client.post(proxy.url, json=body) as response:
+            return (await response.json())["result"]
 
     started = time.perf_counter()
-    async with httpx.AsyncClient() as client:
+    async with aiohttp.ClientSession() as client:
         for n in range(1, last + 1):
             await call(client, "eth_getBlockByNumber", [hex(n), False])
             await call(client, "eth_getBlockByNumber", [hex(n), True])

@@ -64,13 +64,10 @@ def sim_load(
 
 
 def _child(epochs: int, markets: int, projects: int, slots: int) -> None:
-    import logging
-
-    import structlog
-
+    from seqcollector.logs import configure_logging
     from sim.harness import SimSpec, run_simulation
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    configure_logging("auto", "warning")  # stderr: stdout's last line is the figures
     spec = SimSpec(
         seed=1,
         epochs=epochs,

@@ -14,7 +14,7 @@ import functools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn, TextIO, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar, cast
 
 import anyio
 import click
@@ -34,6 +34,9 @@ from rich.text import Text
 
 from seqcollector.errors import EXIT_DEPENDENCY, EXIT_SETTINGS, OperatorError
 from seqcollector.journal import read_header
+
+if TYPE_CHECKING:
+    from seqcollector.config import Settings
 
 err = Console(stderr=True)
 log = structlog.get_logger("seqcollector.cli")
@@ -184,6 +187,7 @@ def replay(
     from seqcollector.runtime.replay import replay_journal
     from seqcollector.runtime.startup import StartupRetry, check_redis
 
+    _logs_from_env(urls=[redis_url or ""])
     if not journal.is_file():
         _fail(
             f"journal {journal} does not exist: give the path of a .jsonl journal", EXIT_BAD_INPUT
@@ -272,6 +276,7 @@ def run(config_path: str | None, record: Path | None, namespace: str) -> None:
     from seqcollector.runtime.live import run_live
 
     settings = load_settings(config_path).require_run()
+    _logs_from(settings)
     digest = anyio.run(run_live, settings, namespace, record, err)
     if digest is not None:
         click.echo(f"digest {digest}")
@@ -344,7 +349,7 @@ def sim(
     out = out_dir or Path("out") / f"sim-{seed}"
     out.mkdir(parents=True, exist_ok=True)
     log_file = (out / "sim.log").open("a")
-    _log_to(log_file)
+    _logs_from_env(log_file, urls=[redis_url or ""])  # the terminal shows progress
     spec = SimSpec(
         seed=seed,
         epochs=epochs,
@@ -389,16 +394,22 @@ def sim(
     log_file.close()
 
 
-def _log_to(file: TextIO) -> None:
-    """Structured logs of a long run go to a file: the terminal shows progress."""
-    import logging
+def _logs_from(settings: Settings) -> None:
+    """Logs as SEQ_LOG_FORMAT / SEQ_LOG_LEVEL say, every secret of `settings` masked."""
+    from seqcollector.logs import configure_logging, secrets_of
 
-    import structlog
+    configure_logging(settings.log_format, settings.log_level, secrets=secrets_of(settings))
 
-    structlog.configure(
-        logger_factory=structlog.WriteLoggerFactory(file=file),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-    )
+
+def _logs_from_env(stream: TextIO | None = None, urls: Sequence[str] = ()) -> None:
+    """Logs of a command without a configuration file: SEQ_LOG_FORMAT / SEQ_LOG_LEVEL from
+    the environment, the secrets of `urls` (a --redis URL) masked; to stderr or `stream`."""
+    from seqcollector.config import setting_from_env
+    from seqcollector.logs import configure_logging, url_secrets
+
+    secrets = {k: v for url in urls for k, v in url_secrets(url).items()}
+    log_format, level = setting_from_env("SEQ_LOG_FORMAT"), setting_from_env("SEQ_LOG_LEVEL")
+    configure_logging(log_format, level, stream, secrets)
 
 
 @main.command()
@@ -413,6 +424,7 @@ def cleanup(config_path: str | None, namespace: str, dry_run: bool) -> None:
     from seqcollector.runtime.cleanup import cleanup_command
 
     settings = load_settings(config_path).require_chain()
+    _logs_from(settings)
     report = anyio.run(cleanup_command, settings, namespace, dry_run)
     verb = "would delete" if dry_run else "deleted"
     table = Table(title=f"cleanup of namespace {namespace!r}{' (dry run)' if dry_run else ''}")
@@ -447,6 +459,7 @@ def status(config_path: str | None, namespace: str, as_json: bool) -> None:
     from seqcollector.runtime.status import status_command
 
     settings = load_settings(config_path)
+    _logs_from(settings)
     found = anyio.run(status_command, settings, namespace)
     out = Console(soft_wrap=True, highlight=False)
     if as_json:
@@ -516,6 +529,7 @@ def rewind(
     from seqcollector.runtime.rewind import rewind_command
 
     settings = load_settings(config_path)
+    _logs_from(settings)
     r = anyio.run(rewind_command, settings, namespace, to_block, dry_run, record)
     out = Console(soft_wrap=True, highlight=False)
     title = " (dry run: nothing written)" if dry_run else ""
@@ -604,6 +618,7 @@ def ack_reorg(config_path: str | None, namespace: str) -> None:
     from seqcollector.runtime.startup import describe_failure
 
     settings = load_settings(config_path)
+    _logs_from(settings)
     budget = settings.timeouts.redis_operation
 
     async def ack() -> int:
@@ -642,6 +657,7 @@ def api(config_path: str | None, host: str | None, port: int | None) -> None:
     from seqcollector.config import load_settings
 
     settings = load_settings(config_path)
+    _logs_from(settings)
     anyio.run(
         api_command,
         settings,
@@ -670,6 +686,7 @@ def check_config(config_path: str | None, connect: bool) -> None:
     from seqcollector.runtime.startup import check_connections
 
     settings = load_settings(config_path).require_run()
+    _logs_from(settings)
     table = Table(title="effective configuration")
     table.add_column("setting")
     table.add_column("value")
@@ -717,6 +734,7 @@ def synth(
     from seqcollector.journal import JournalHeader, JournalWriter
     from sim.synthetic import SyntheticWorld, WorldSpec, drive
 
+    _logs_from_env()
     try:
         reorg_pairs = tuple((int(a), int(b)) for a, b in (r.split(":") for r in reorgs))
     except ValueError:

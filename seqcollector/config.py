@@ -879,10 +879,7 @@ def load_settings(
 # Settings accepted that cannot apply yet: what they will drive, and when. `check-config`
 # prints these notes and the README's settings table lists them; every other setting drives
 # what it names (or, for the two below, a value other than the one behaviour is refused).
-NOT_YET_APPLIED: Final[dict[str, str]] = {
-    "SEQ_LOG_FORMAT": "log rendering is being built (issue 10)",
-    "SEQ_LOG_LEVEL": "log rendering is being built (issue 10)",
-}
+NOT_YET_APPLIED: Final[dict[str, str]] = {}
 # Feature flags of the seed's rollout whose old behaviour does not exist here: `true` (the
 # default) is what seqcollector always does; `false` is refused.
 ALWAYS_ON: Final[dict[str, tuple[str, str]]] = {

@@ -34,4 +34,4 @@ def collector_app(
         served=["/health", "/ready"] + (["/metrics"] if metrics is not None else []),
         action="set AUTH_READ_TOKEN to serve the read API",
     )
-    return Litestar(route_handlers=probes, openapi_config=None)
+    return Litestar(route_handlers=probes, openapi_config=None, logging_config=None)

@@ -318,7 +318,7 @@ class RedisExecutor:
             self._cached = _CachedCheckpoint(raw=new_raw, record=record)
             self._known = record.checkpoint
             if outcome == "done":
-                log.info("commit_already_applied", namespace=self.namespace, seq=seq)
+                log.info("commit_already_applied", namespace=self.namespace, seq=seq, block=block)
             return True
         if outcome == "refused":
             problems = [

@@ -2,18 +2,20 @@
 
 Every failure of the live runtime becomes a `Failure`, logged with structlog and sent (best
 effort, rate limited) to SLACK_REPORTING_URL directly: the outbox lives in Redis, and a
-Redis outage is one of the failures to report.
+Redis outage is one of the failures to report. The alert is the outbox's (`runtime.alerts`
+body, `runtime.http` client).
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import httpx
 import msgspec
 import structlog
+
+from seqcollector.runtime.alerts import alert_body
+from seqcollector.runtime.http import POST_ERRORS, client_session, post_json
 
 if TYPE_CHECKING:
     from seqcollector.runtime.metrics import Metrics
@@ -54,22 +56,25 @@ class FailureReporter:
         """Log `failure`; alert unless this operation alerted recently (`always`: alert
         anyway, for a failure that stops the collector)."""
         self.count += 1
-        log.error("failure", **msgspec.structs.asdict(failure))
+        fields = msgspec.structs.asdict(failure)  # unset fields leave the bound context's
+        log.error("failure", **{k: v for k, v in fields.items() if v is not None})
         now = time.monotonic()
         recent = now - self._last_alert.get(failure.operation, -1e9) < self.alert_every_s
         if not self.alert_url or (recent and not always):
             return
         self._last_alert[failure.operation] = now
-        body = {
-            "process_name": f"SequencerEventCollector: {failure.operation}",
-            "error_msg": failure.message(),
-            "timestamp": datetime.now(UTC).isoformat(),
-            "severity": severity,
-        }
+        body = alert_body(failure.operation, failure.message(), severity)
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                await client.post(self.alert_url, json=body)
-            if self.metrics is not None:
-                self.metrics.alert_sent("runtime", severity)
-        except httpx.HTTPError as exc:
-            log.warning("alert_not_sent", operation=failure.operation, error=str(exc))
+            async with client_session() as session:
+                status, text = await post_json(session, self.alert_url, body, self.timeout_s)
+        except POST_ERRORS as exc:
+            error = str(exc) or repr(exc)
+            log.warning("alert_not_sent", operation=failure.operation, error=error)
+            return
+        if status != 200:
+            log.warning(
+                "alert_not_sent", operation=failure.operation, status=status, body=text[:200]
+            )
+            return
+        if self.metrics is not None:
+            self.metrics.alert_sent("runtime", severity)

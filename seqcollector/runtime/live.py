@@ -121,7 +121,7 @@ async def run_live(
     shown = mask_url(settings.redis_url())
     await check_redis(settings.redis_url(), shown, redis_db_setting(settings), retry)
     redis = redis_client(settings.redis_url())
-    reporter = FailureReporter(settings.slack_reporting_url)
+    reporter = FailureReporter(settings.slack_reporting_url, timeout_s=settings.http_timeout)
     metrics = Metrics.from_settings(settings)
     health = Health.from_settings(settings, redis, namespace, reporter, metrics)
     done: list[str | None] = []

@@ -26,11 +26,11 @@ so a stop does not send a call twice.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, cast
 
@@ -45,14 +45,14 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
 from seqcollector.core.effects import Alert, RelayerCall
+from seqcollector.runtime.alerts import alert_body
+from seqcollector.runtime.http import client_session, post_json
 from seqcollector.runtime.layout import OutboxEntry, StoreLayout, decode_entry
 
 if TYPE_CHECKING:
     from seqcollector.runtime.metrics import Metrics
 
 log = structlog.get_logger(__name__)
-
-ALERT_PROCESS_PREFIX = "SequencerEventCollector: "
 
 BATCH_SIZE_LANE: Final = "/submitBatchSize"
 REWARDS_LANE: Final = "/submitUpdateRewards"
@@ -72,6 +72,22 @@ class DeliveryRejected(Exception):
 
 
 _RETRYABLE = (aiohttp.ClientError, DeliveryRejected, TimeoutError)
+
+
+_MARKET_EPOCH = re.compile(r":(0x[0-9a-f]{40}):(\d+)(?::|$)")
+
+
+def entry_context(entry: OutboxEntry) -> dict[str, object]:
+    """What an entry is about, bound to the lines logged while it is delivered: the market
+    and epoch of its id (`kind:market:epoch`, `core.reporting.outbox_id`) and a reward
+    call's day."""
+    found: dict[str, object] = {}
+    match = _MARKET_EPOCH.search(entry.id)
+    if match is not None:
+        found["market"], found["epoch"] = match.group(1), int(match.group(2))
+    if isinstance(entry, RelayerCall) and isinstance(entry.body.get("day"), int):
+        found["day"] = entry.body["day"]
+    return found
 
 
 def lane_of(entry: OutboxEntry) -> str:
@@ -123,8 +139,7 @@ class OutboxDispatcher:
     `relayer_url` / `relayer_token`: TX_RELAYER_URL and TX_RELAYER_AUTH_WRITE_TOKEN.
     `alert_url`: SLACK_REPORTING_URL; empty means alerts are logged and dropped.
     `http_timeout_s` bounds each attempt (connect to last byte), `redis_timeout_s` each
-    Redis operation. HTTP is aiohttp's, as in the RPC pool (keep-alive; about a quarter of
-    httpx's CPU per call, which a relayer call per epoch makes count). Each entry gets up to
+    Redis operation. HTTP is `runtime.http`'s (aiohttp, as the RPC pool). Each entry gets up to
     `max_attempts` attempts per pass; before retry n (1, 2, ...) it waits
     `min(backoff_max_s, backoff_initial_s * backoff_exp_base**(n-1) + U(0, backoff_initial_s))`.
     The defaults follow the Go collector (3 attempts, 1 s, x1.5, at most 4 s).
@@ -307,7 +322,9 @@ class OutboxDispatcher:
                 if lane.ordered and result.failed:  # handed over just as the one before failed
                     result.leave(score)
                     continue
-                if await self._deliver(entry, lane.name):
+                with structlog.contextvars.bound_contextvars(**entry_context(entry)):
+                    delivered = await self._deliver(entry, lane.name)
+                if delivered:
                     await self._remove(entry_id)
                     result.delivered += 1
                     self.lanes[lane.name].delivered += 1
@@ -432,13 +449,7 @@ class OutboxDispatcher:
         if isinstance(entry, RelayerCall):
             payload: dict[str, object] = {**entry.body, "authToken": self._relayer_token}
             return self._relayer_url + entry.path, msgspec.json.encode(payload)
-        alert = {
-            "process_name": ALERT_PROCESS_PREFIX + entry.step,
-            "error_msg": entry.message,
-            "timestamp": datetime.now(UTC).isoformat(),
-            "severity": entry.severity,
-        }
-        return self._alert_url, msgspec.json.encode(alert)
+        return self._alert_url, alert_body(entry.step, entry.message, entry.severity)
 
     async def _post_once(
         self, url: str, body: bytes, entry_id: str, lane: str, deadline: float
@@ -447,17 +458,14 @@ class OutboxDispatcher:
         raises one of `_RETRYABLE` unless the answer is HTTP 200. Shielded: a cancellation
         waits for the answer (within that same bound)."""
         if self._client is None:
-            self._client = aiohttp.ClientSession()
+            self._client = client_session()
         stats = self.lanes[lane]
         stats.in_flight += 1
         stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
         try:
             budget = min(self._http_timeout_s, deadline - anyio.current_time())
-            with anyio.CancelScope(shield=True), anyio.fail_after(budget):
-                async with self._client.post(
-                    url, data=body, headers={"Content-Type": "application/json"}
-                ) as response:
-                    status, text = response.status, await response.text(errors="replace")
+            with anyio.CancelScope(shield=True):
+                status, text = await post_json(self._client, url, body, budget)
         except _RETRYABLE as exc:
             self._failed(stats)
             self._called(lane, "timeout" if isinstance(exc, TimeoutError) else "error")

@@ -116,6 +116,26 @@ def describe_input(inp: Input) -> tuple[str | None, int | None, int | None]:
     return None, None, None
 
 
+def context_of(group: Sequence[Input]) -> dict[str, object]:
+    """What a group of inputs is about, bound to every line logged while it is applied:
+    its block (`block`, and `to_block` when it spans several), and its market and epoch
+    when all its inputs that name one name the same."""
+    found: dict[str, object] = {}
+    where = {describe_input(inp) for inp in group}
+    blocks = [b for _, _, b in where if b is not None]
+    if blocks:
+        found["block"] = min(blocks)
+        if max(blocks) != min(blocks):
+            found["to_block"] = max(blocks)
+    markets = {(m, e) for m, e, _ in where if m is not None}
+    if len(markets) == 1:
+        ((market, epoch),) = markets
+        found["market"] = market
+        if epoch is not None:
+            found["epoch"] = epoch
+    return found
+
+
 def _shown(text: str) -> str:
     return text[:64].encode("ascii", "backslashreplace").decode()
 
@@ -256,6 +276,10 @@ class Pipeline:
         """
         if not group:
             return
+        with structlog.contextvars.bound_contextvars(**context_of(group)):
+            await self._apply(group)
+
+    async def _apply(self, group: Sequence[Input]) -> None:
         started = time.perf_counter()
         journal_size = self._journal_size()
         fed: list[Input] = []
@@ -299,6 +323,7 @@ class Pipeline:
         if self.metrics is not None:
             size = self.executor.last_commit_bytes
             self.metrics.committed(commit_s, size, len(fed), effects, self.state, reorgs)
+        log.debug("group_committed", seq=self.seq, inputs=len(fed), effects=len(effects))
         if self.digest is not None:
             self.digest.add(effects)
         if self.on_effects is not None:
@@ -326,12 +351,14 @@ class Pipeline:
 
         async def answer(i: int, query: Query) -> None:
             answerer = self.answerers[type(query)]
-            async with self.workers.worker(f"market {query.market} epoch {query.epoch}"):
-                read_started = time.perf_counter()
-                with anyio.fail_after(self.timeouts.market_processing):
-                    answers[i] = await answerer.answer(query)
-                if self.metrics is not None:
-                    self.metrics.window_read(query.market, time.perf_counter() - read_started)
+            with structlog.contextvars.bound_contextvars(market=query.market, epoch=query.epoch):
+                async with self.workers.worker(f"market {query.market} epoch {query.epoch}"):
+                    read_started = time.perf_counter()
+                    with anyio.fail_after(self.timeouts.market_processing):
+                        answers[i] = await answerer.answer(query)
+                    if self.metrics is not None:
+                        self.metrics.window_read(query.market, time.perf_counter() - read_started)
+                log.debug("query_answered", query=type(query).__name__)
 
         started = time.perf_counter()
         try:

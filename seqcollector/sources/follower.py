@@ -78,6 +78,14 @@ class InconsistentRange(SourceError):
     """Headers and logs of a range came from different forks; read the range again."""
 
 
+def blocks_context(first: int | None, last: int | None) -> dict[str, int]:
+    """The blocks a chain read is about, bound to every line logged while it runs (the
+    pool's demotions, retries): `block` (the first), `to_block` for a range."""
+    if first is None:
+        return {}
+    return {"block": first} if last in (None, first) else {"block": first, "to_block": last}
+
+
 def linked_prefix(headers: list[Block]) -> list[Block]:
     """The longest prefix of `headers` in which each block's parent is the one before it."""
     for i in range(1, len(headers)):
@@ -386,7 +394,8 @@ class ChainFollower:
             fn = partial(self._bounded, operation, fn, self.attempt_timeout_s, first, last)
         if self.metrics is not None:
             fn = partial(self._counted, operation, fn)
-        result = await retry_forever(operation, fn, self.retry, self._pool, first, last)
+        with structlog.contextvars.bound_contextvars(**blocks_context(first, last)):
+            result = await retry_forever(operation, fn, self.retry, self._pool, first, last)
         if self.metrics is not None and self.chain_head is not None:
             self.metrics.chain_head.set(self.chain_head)
         return result
