@@ -19,10 +19,10 @@ setup: $(PY)  ## install every Python and npm dependency (.venv, node_modules: s
 test: lint  ## lint, type-check the core, then every test (unit, property, integration, e2e); 3 workers on 2 cores: the simulations wait on loopback I/O about half the time
 	$(BIN)/pytest -q -n 3 -p no:cacheprovider
 
-lint:  ## ruff on everything, mypy --strict on the core
+lint:  ## ruff on everything, mypy --strict on the whole package (core, runtime, sources, api)
 	$(BIN)/ruff check seqcollector sim tests bench
 	$(BIN)/ruff format --check seqcollector sim tests bench
-	$(BIN)/mypy --strict seqcollector/core
+	$(BIN)/mypy --strict seqcollector
 
 bench:  ## benchmarks: figures and ratios against a baseline measured in the same run
 	$(PY) -m bench.run_all
