@@ -46,9 +46,10 @@ from seqcollector.core.state import Phase, State, StateFormatError, dump_state, 
 from seqcollector.errors import DependencyError, OperatorError, SettingsError
 from seqcollector.runtime.alive import TTL_S, alive_key, holder
 from seqcollector.runtime.cleanup import NoStoredState
+from seqcollector.runtime.compose import Delivery, compose_collector
 from seqcollector.runtime.executor import ConcurrentWriterError, RedisExecutor, redis_client
 from seqcollector.runtime.layout import StoreLayout
-from seqcollector.runtime.pipeline import Answerer, Pipeline
+from seqcollector.runtime.pipeline import Answerer
 from seqcollector.runtime.startup import describe_failure
 
 PAGE = 500  # ids per ZRANGE of the outbox, keys per EXISTS
@@ -130,13 +131,14 @@ async def rewind_namespace(
             "nothing to rewind (check --namespace, and that this is the collector's Redis)"
         )
     config = _loaded(raw if isinstance(raw, bytes) else raw.encode(), namespace).config
-    pipeline = Pipeline(
+    pipeline = compose_collector(  # the one composition root; its outbox is never run here
         RedisExecutor(redis, namespace),
         config,
+        Delivery("", "", ""),
         timeouts=timeouts,
         journal=None if dry_run else journal,
         answerers=_NO_QUERIES,
-    )
+    ).pipeline()
     await pipeline.open()  # the state again, the checkpoint, and the journal checked
     try:
         before = pipeline.state
