@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 FIXTURE := fixtures/journals/one-market.jsonl
 
-.PHONY: setup test lint bench replay fixture contracts sim soak clean
+.PHONY: setup test lint bench replay fixture contracts sim soak soak-props clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,5 +44,8 @@ clean:
 sim:  ## the main job on embedded defaults: a simulated world with every fault, checked
 	$(BIN)/seqcollector sim --seed 1 --faults all --out out/sim
 
-soak:  ## longer property runs of the simulation harness (1,000 crash points, 200 fault mixes)
+soak:  ## 1,000,000 simulated blocks, every fault kind, in one process: RSS, fds and tasks sampled per segment, every invariant (python -m sim.soak --help)
+	$(PY) -m sim.soak --blocks 1000000
+
+soak-props:  ## longer property runs of the simulation harness (1,000 crash points, 200 fault mixes)
 	SEQ_SOAK=1 $(BIN)/pytest -q -n 2 -p no:cacheprovider tests/sim/test_sim_fast.py -k "anywhere or mixes"
