@@ -65,13 +65,14 @@ class Delivery:
     redis_timeout_s: float = 5.0
     reward_concurrency: int = 10
     pass_timeout_s: float = 120.0
+    min_replicas: int = 0  # SEQ_REDIS_MIN_REPLICAS: replicas that must have what is delivered
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Delivery:
         """What `seqcollector run` uses: TX_RELAYER_URL, its token, SLACK_REPORTING_URL,
         HTTP_TIMEOUT, RETRY_LIMITS, CONCURRENT_SUBMISSION_COUNT_UPDATES,
-        BATCH_PROCESSING_TIMEOUT and TIMEOUT_REDIS_OPERATION (the backoff: the Go
-        collector's)."""
+        BATCH_PROCESSING_TIMEOUT, TIMEOUT_REDIS_OPERATION (the backoff: the Go
+        collector's) and SEQ_REDIS_MIN_REPLICAS."""
         return cls(
             settings.tx_relayer_url,
             settings.tx_relayer_auth_write_token,
@@ -81,6 +82,7 @@ class Delivery:
             reward_concurrency=settings.concurrent_submission_count_updates,
             pass_timeout_s=settings.timeouts.batch_processing,
             redis_timeout_s=settings.timeouts.redis_operation,
+            min_replicas=settings.redis_min_replicas,
         )
 
 
@@ -237,6 +239,7 @@ def compose_collector(
         redis_timeout_s=delivery.redis_timeout_s,
         reward_concurrency=delivery.reward_concurrency,
         pass_timeout_s=delivery.pass_timeout_s,
+        min_replicas=delivery.min_replicas,
     )
     dispatcher.metrics = metrics
     if reporter is not None:

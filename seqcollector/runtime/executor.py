@@ -58,6 +58,7 @@ import fakeredis
 import msgspec
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ResponseError
 
 from seqcollector.core.effects import (
@@ -73,6 +74,7 @@ from seqcollector.core.effects import (
     SetValue,
 )
 from seqcollector.errors import OperatorError
+from seqcollector.redis_target import SentinelTarget, is_sentinel_url, parse_sentinel_url
 from seqcollector.runtime.layout import (
     DEFAULT_NAMESPACE,
     Checkpoint,
@@ -693,11 +695,31 @@ def redis_client(url: str, connect_timeout_s: float = 5.0) -> aioredis.Redis:
     commits and start-up reads, the outbox's `redis_timeout_s`); a dead peer is noticed by
     that deadline or by TCP keepalive.
     """
+    if is_sentinel_url(url):
+        return sentinel_master(parse_sentinel_url(url), connect_timeout_s)
     client: aioredis.Redis = aioredis.Redis.from_url(
         url,
         socket_timeout=None,
         socket_connect_timeout=connect_timeout_s,
         socket_keepalive=True,
+    )
+    return client
+
+
+def sentinel_master(target: SentinelTarget, connect_timeout_s: float = 5.0) -> aioredis.Redis:
+    """A client for the master of `target`'s Sentinel group: redis-py's `master_for`, whose
+    pool asks the Sentinels for the master's address on each new connection and drops a
+    connection to a server that is no longer master (a failover is then followed by the
+    next retry)."""
+    sentinel = Sentinel(
+        target.sentinels,
+        sentinel_kwargs={"socket_connect_timeout": connect_timeout_s, "socket_timeout": 5.0},
+        socket_timeout=None,
+        socket_connect_timeout=connect_timeout_s,
+        socket_keepalive=True,
+    )
+    client: aioredis.Redis = sentinel.master_for(
+        target.master, db=target.db, password=target.password, username=target.username
     )
     return client
 
@@ -708,5 +730,11 @@ def embedded_redis(server: fakeredis.FakeServer | None = None) -> aioredis.Redis
     Pass the same `fakeredis.FakeServer` to several calls to share one store (e.g. to
     simulate a restart); by default each call gets a fresh, empty store.
     """
-    client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=server)
+    # fakeredis, given no server, makes one and keeps it for good in a class-wide map
+    # (`FakeServer._servers_map`, keyed by a random host): every store ever made, with all its
+    # data, stays in memory (the soak found it: RSS grew with each simulation). A server made
+    # here lives as long as its clients.
+    client: aioredis.Redis = fakeredis.FakeAsyncRedis(
+        server=server if server is not None else fakeredis.FakeServer(version=(7,))
+    )
     return client
