@@ -92,6 +92,7 @@ __all__ = [
     "KeyProblem",
     "RedisDataLost",
     "RedisExecutor",
+    "RedisLostSteps",
     "embedded_redis",
     "redis_client",
 ]
@@ -134,6 +135,25 @@ class RedisDataLost(OperatorError):
             f"{expected.block}) {what} from Redis: Redis lost data (FLUSHALL/FLUSHDB, a "
             "restart without persistence, eviction); stopped committing. Restore Redis from "
             "a backup (RDB/AOF), then restart the collector (see README, 'Redis lost data')."
+        )
+
+
+class RedisLostSteps(OperatorError):
+    """Redis holds an older checkpoint of this namespace than this executor committed: its
+    last steps are gone (a failover to a replica that had not received them). Nothing was
+    written. The steps are redone from the chain by a collector that reloads state and
+    checkpoint; with SEQ_REDIS_MIN_REPLICAS >= 1 none of their relayer calls went out."""
+
+    def __init__(self, namespace: str, expected: Checkpoint, found: Checkpoint):
+        self.namespace = namespace
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            f"namespace {namespace!r}: Redis holds checkpoint seq {found.seq} (block "
+            f"{found.block}), behind the seq {expected.seq} (block {expected.block}) this "
+            "collector committed: the last steps were lost, as when Redis fails over to a "
+            "replica that had not received them; nothing was written. The collector reloads "
+            f"state and checkpoint and redoes the chain from block {found.block}."
         )
 
 
@@ -283,6 +303,10 @@ class RedisExecutor:
         if found.record is None and self._known is not None:
             state_gone = not await self._redis.exists(self._keys.state)
             raise RedisDataLost(self.namespace, self._known, state_gone)
+        stored = found.checkpoint
+        if stored is not None and self._known is not None and stored.seq < self._known.seq:
+            # Committing on top would skip the lost steps' effects for good.
+            raise RedisLostSteps(self.namespace, self._known, stored)
         return found
 
     async def _run_commit(
@@ -339,9 +363,10 @@ class RedisExecutor:
             assert cached.checkpoint is not None  # the script says lost only when expected
             raise RedisDataLost(self.namespace, cached.checkpoint, state_gone=reply[1] == 1)
         assert outcome == "conflict", f"unknown commit script reply {reply!r}"
-        raise ConcurrentWriterError(
-            self.namespace, cached.checkpoint, _decoded_or_none(_as_bytes(reply[1]))
-        )
+        found = _decoded_or_none(_as_bytes(reply[1]))
+        if found is not None and cached.checkpoint is not None and found.seq < cached.checkpoint.seq:
+            raise RedisLostSteps(self.namespace, cached.checkpoint, found)
+        raise ConcurrentWriterError(self.namespace, cached.checkpoint, found)
 
     def _keys_of_namespace(self) -> list[str]:
         k = self._keys
