@@ -364,8 +364,9 @@ class RedisExecutor:
             raise RedisDataLost(self.namespace, cached.checkpoint, state_gone=reply[1] == 1)
         assert outcome == "conflict", f"unknown commit script reply {reply!r}"
         found = _decoded_or_none(_as_bytes(reply[1]))
-        if found is not None and cached.checkpoint is not None and found.seq < cached.checkpoint.seq:
-            raise RedisLostSteps(self.namespace, cached.checkpoint, found)
+        ours = cached.checkpoint
+        if found is not None and ours is not None and found.seq < ours.seq:
+            raise RedisLostSteps(self.namespace, ours, found)
         raise ConcurrentWriterError(self.namespace, cached.checkpoint, found)
 
     def _keys_of_namespace(self) -> list[str]:
