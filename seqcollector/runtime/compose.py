@@ -36,6 +36,7 @@ from seqcollector.core.effects import (
 from seqcollector.core.history import anchor_refs
 from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.collector import Collector, InputSource
+from seqcollector.runtime.delivery_ledger import DeliveryLedger
 from seqcollector.runtime.executor import RedisExecutor
 from seqcollector.runtime.failures import FailureReporter
 from seqcollector.runtime.health import Health
@@ -215,6 +216,7 @@ def compose_collector(
     handle_signals: bool = True,
     metrics: Metrics | None = None,
     health: Health | None = None,
+    ledger: DeliveryLedger | None = None,
 ) -> CollectorRoot:
     """The collector's root for one run on `executor`'s Redis and namespace.
 
@@ -224,7 +226,8 @@ def compose_collector(
     default readers (the simulation injects outages there). `journal`: record the inputs
     there (`--record`). `check_invariants`: check the core's invariants after every step.
     `metrics`: recorded into by every part (`Metrics.from_settings`: None when
-    FEATURE_METRICS_ENABLED=false); `health`: fed by the collector loop (`Health`).
+    FEATURE_METRICS_ENABLED=false); `health`: fed by the collector loop (`Health`);
+    `ledger`: the outbox records there what it delivered (`run --recover` reads it).
     """
     dispatcher = OutboxDispatcher(
         executor.redis,
@@ -240,6 +243,7 @@ def compose_collector(
         reward_concurrency=delivery.reward_concurrency,
         pass_timeout_s=delivery.pass_timeout_s,
         min_replicas=delivery.min_replicas,
+        ledger=ledger,
     )
     dispatcher.metrics = metrics
     if reporter is not None:

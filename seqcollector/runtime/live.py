@@ -30,18 +30,20 @@ from seqcollector.api.collector_app import collector_app
 from seqcollector.api.server import serve
 from seqcollector.config import Settings, mask_url
 from seqcollector.core.effects import QueryEligibleOnChain
-from seqcollector.errors import DependencyError
+from seqcollector.errors import DependencyError, SettingsError
 from seqcollector.runtime.alive import keep_alive
 from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for, run_beside
 from seqcollector.runtime.compose import Delivery, compose_collector
+from seqcollector.runtime.delivery_ledger import DeliveryLedger, ledger_beside
 from seqcollector.runtime.executor import RedisExecutor, redis_client
-from seqcollector.runtime.failures import FailureReporter
+from seqcollector.runtime.failures import Failure, FailureReporter
 from seqcollector.runtime.health import Health
 from seqcollector.runtime.memory_report import memory_reports
 from seqcollector.runtime.metrics import Metrics
 from seqcollector.runtime.migration import migrate_at_start
 from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.progress import CatchUpProgress
+from seqcollector.runtime.recovery import recover
 from seqcollector.runtime.reward_answers import EligibleOnChainReader
 from seqcollector.runtime.startup import (
     StartupRetry,
@@ -109,13 +111,18 @@ async def run_live(
     providers: Sequence[AsyncBaseProvider] = (),
     stop_when: Callable[[Pipeline], bool] | None = None,
     handle_signals: bool = True,
+    recover: bool = False,
 ) -> str | None:
     """Run until SIGINT/SIGTERM (or `stop_when`); returns the recorded journal's effects
     digest, if recording. `providers` add in-process nodes (eth-tester) to RPC_NODES.
 
     The read API, /health, /ready and /metrics (`api.collector_app`) are served from the
     start, beside the collector, on SEQ_API_HOST:SEQ_API_PORT unless SEQ_API_ENABLED=false;
-    they stop with it."""
+    they stop with it.
+
+    `recover` (`run --recover`): Redis lost the namespace's data; rebuild it from the journal
+    `record` first (`runtime.recovery`), alert High with what could not be rebuilt, then
+    carry on from the journal's end."""
     settings.core_config()  # a core configuration the core refuses stops here, first
     retry = StartupRetry(settings.startup_timeout_s)
     shown = mask_url(settings.redis_url())
@@ -124,6 +131,8 @@ async def run_live(
     reporter = FailureReporter(settings.slack_reporting_url, timeout_s=settings.http_timeout)
     metrics = Metrics.from_settings(settings)
     health = Health.from_settings(settings, redis, namespace, reporter, metrics)
+    if recover:
+        await _recover(settings, namespace, record, redis, reporter)
     done: list[str | None] = []
     failed: list[BaseException] = []
     try:
@@ -204,6 +213,7 @@ async def _run_live(
             answerers={QueryEligibleOnChain: on_chain},
             metrics=metrics,
             health=health,
+            ledger=DeliveryLedger(ledger_beside(record)) if record is not None else None,
         )
         pipeline = root.pipeline()
         try:
@@ -298,6 +308,30 @@ async def _run_live(
             finally:
                 await root.dispatcher.aclose()
     return pipeline.digest.hexdigest() if pipeline.digest is not None else None
+
+
+async def _recover(
+    settings: Settings,
+    namespace: str,
+    record: Path | None,
+    redis: Any,
+    reporter: FailureReporter,
+) -> None:
+    if record is None:
+        raise SettingsError(
+            "--recover rebuilds Redis from the journal the collector recorded: give it with "
+            "--record FILE"
+        )
+    report = await recover(
+        record, ledger_beside(record), redis, namespace, settings.timeouts.redis_operation
+    )
+    failure = Failure(
+        "redis_recovery",
+        report.message(),
+        block=report.block,
+        action="rebuilt from the journal; collecting from its end",
+    )
+    await reporter.report(failure, severity="High", always=True)
 
 
 async def _together(*tasks: Callable[[], Coroutine[Any, Any, None]]) -> None:

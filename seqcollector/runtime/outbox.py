@@ -46,6 +46,7 @@ from tenacity.wait import wait_exponential_jitter
 
 from seqcollector.core.effects import Alert, RelayerCall
 from seqcollector.runtime.alerts import alert_body
+from seqcollector.runtime.delivery_ledger import DeliveryLedger
 from seqcollector.runtime.http import client_session, post_json
 from seqcollector.runtime.layout import OutboxEntry, StoreLayout, decode_entry
 
@@ -182,6 +183,7 @@ class OutboxDispatcher:
         reward_concurrency: int = 10,
         pass_timeout_s: float = 120.0,
         min_replicas: int = 0,
+        ledger: DeliveryLedger | None = None,
     ) -> None:
         if redis.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("OutboxDispatcher needs a client with decode_responses=False")
@@ -192,6 +194,7 @@ class OutboxDispatcher:
         if min_replicas < 0:
             raise ValueError(f"min_replicas must be >= 0, got {min_replicas}")
         self._min_replicas = min_replicas
+        self._ledger = ledger  # delivered ids, kept on disk for `run --recover`
         self._redis = redis
         self._keys = StoreLayout(namespace)
         self._relayer_url = relayer_url.rstrip("/")
@@ -342,6 +345,8 @@ class OutboxDispatcher:
                 with structlog.contextvars.bound_contextvars(**entry_context(entry)):
                     delivered = await self._deliver(entry, lane.name)
                 if delivered:
+                    if self._ledger is not None:
+                        self._ledger.add(entry_id.decode())
                     await self._remove(entry_id)
                     result.delivered += 1
                     self.lanes[lane.name].delivered += 1
