@@ -189,6 +189,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_format: str = "auto"  # auto: console on a terminal, JSON lines otherwise
     log_level: str = "info"
     slot_submissions_ttl_s: int = 7 * 24 * 3600
+    submission_sets_ttl_s: int = 1200  # upstream's TTL on SnapshotCollector.* (0: no check)
     # How long `run`/`replay`/`check-config --connect` retry an unreachable Redis, RPC node
     # or contract at start before giving up with one line (0: one attempt).
     startup_timeout_s: float = 60.0
@@ -788,6 +789,8 @@ _SPECS: Final[tuple[_Spec, ...]] = (
     _Spec("SEQ_LOG_LEVEL", "log_level", _Choice(("debug", "info", "warning", "error"))),
     _Spec("SEQ_SLOT_SUBMISSIONS_TTL_S", "slot_submissions_ttl_s",
           _Int(*RANGES["slot_submissions_ttl_s"])),
+    _Spec("SEQ_SUBMISSION_SETS_TTL_S", "submission_sets_ttl_s",
+          _Int(0, 10 * 365 * 24 * 3600)),
     _Spec("SEQ_STARTUP_TIMEOUT_S", "startup_timeout_s", _Seconds(lo=0)),
     # Seed section 9.1. The Go names win where a timeout already had one.
     _Spec("EVENT_PROCESSING_TIMEOUT", "timeouts.event_processing", _Seconds(),

@@ -14,6 +14,7 @@ counted into the day the chain had.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
@@ -29,9 +30,10 @@ from web3.providers.async_base import AsyncBaseProvider
 from seqcollector.api.collector_app import collector_app
 from seqcollector.api.server import serve
 from seqcollector.config import Settings, mask_url
-from seqcollector.core.effects import QueryEligibleOnChain
+from seqcollector.core.effects import QueryEligibleOnChain, QuerySubmissionSets
 from seqcollector.errors import DependencyError, SettingsError
 from seqcollector.runtime.alive import keep_alive
+from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for, run_beside
 from seqcollector.runtime.compose import Delivery, compose_collector
 from seqcollector.runtime.delivery_ledger import DeliveryLedger, ledger_beside
@@ -210,7 +212,12 @@ async def _run_live(
             workers=workers,
             reporter=reporter,
             handle_signals=handle_signals,
-            answerers={QueryEligibleOnChain: on_chain},
+            answerers={
+                QueryEligibleOnChain: on_chain,
+                QuerySubmissionSets: SubmissionSetReader(
+                    redis, clock=time.time, sets_ttl_s=settings.submission_sets_ttl_s
+                ),
+            },
             metrics=metrics,
             health=health,
             ledger=DeliveryLedger(ledger_beside(record)) if record is not None else None,
