@@ -39,6 +39,7 @@ from seqcollector.runtime.collector import Collector, InputSource
 from seqcollector.runtime.executor import RedisExecutor
 from seqcollector.runtime.failures import FailureReporter
 from seqcollector.runtime.health import Health
+from seqcollector.runtime.lease import Lease
 from seqcollector.runtime.metrics import Metrics
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Answerer, Pipeline
@@ -112,6 +113,7 @@ class CollectorRoot:
     handle_signals: bool = True
     metrics: Metrics | None = None
     health: Health | None = None
+    lease: Lease | None = None
 
     def answer_table(self) -> dict[type[Any], Answerer]:
         """The answerer of each query kind: the submission sets and the eligibility keys from
@@ -194,6 +196,7 @@ class CollectorRoot:
             retry_max_s=self.pace.retry_max_s,
             metrics=self.metrics,
             health=self.health,
+            lease=self.lease,
         )
 
 
@@ -213,6 +216,7 @@ def compose_collector(
     handle_signals: bool = True,
     metrics: Metrics | None = None,
     health: Health | None = None,
+    lease: Lease | None = None,
 ) -> CollectorRoot:
     """The collector's root for one run on `executor`'s Redis and namespace.
 
@@ -223,6 +227,8 @@ def compose_collector(
     there (`--record`). `check_invariants`: check the core's invariants after every step.
     `metrics`: recorded into by every part (`Metrics.from_settings`: None when
     FEATURE_METRICS_ENABLED=false); `health`: fed by the collector loop (`Health`).
+    `lease` (active/standby, `runtime.lease`): fences every commit of `executor` and every
+    POST of the outbox, and the collector loop renews it.
     """
     dispatcher = OutboxDispatcher(
         executor.redis,
@@ -239,6 +245,9 @@ def compose_collector(
         pass_timeout_s=delivery.pass_timeout_s,
     )
     dispatcher.metrics = metrics
+    if lease is not None:
+        executor.lease = lease
+        dispatcher.lease = lease
     if reporter is not None:
         reporter.metrics = metrics
     if workers is not None:
@@ -260,4 +269,5 @@ def compose_collector(
         handle_signals=handle_signals,
         metrics=metrics,
         health=health,
+        lease=lease,
     )
