@@ -34,7 +34,7 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 from seqcollector.core import Block, Input, Log, Rewind
 from seqcollector.runtime.executor import ConcurrentWriterError, RedisDataLost
 from seqcollector.runtime.failures import Failure, FailureReporter
-from seqcollector.runtime.lease import Lease, LeaseLost
+from seqcollector.runtime.lease import Lease, LeaseLost, keep_renewed
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import CoreStepError, Pipeline, ResumeError
 
@@ -162,35 +162,7 @@ class Collector:
             if self.health is not None:
                 tg.start_soon(self.health.run)  # the error-rate alarm, one interval at a time
             if self.lease is not None:
-                tg.start_soon(self._keep_lease, self.lease)
-
-    async def _keep_lease(self, lease: Lease) -> None:
-        """Renew every third of the TTL; raise `LeaseLost` (stopping the group) when the
-        lease is another's or free, or when Redis did not answer for a whole TTL."""
-        while True:
-            await anyio.sleep(lease.renew_every_s)
-            ours = lease.value
-            try:
-                renewed = await lease.renew()
-            except (RedisError, TimeoutError, OSError) as exc:
-                since = anyio.current_time() - (lease.acquired_at or 0.0)
-                log.warning(
-                    "lease_not_renewed",
-                    key=lease.key,
-                    error=f"{type(exc).__name__}: {exc}",
-                    action=f"retried in {lease.renew_every_s:g} s; lost after {lease.ttl_s:g} s",
-                )
-                if since < lease.ttl_s:
-                    continue
-                raise lease.lost(
-                    None, "renewing the lease (Redis unreachable for its TTL)"
-                ) from exc
-            if not renewed:
-                try:
-                    now = await lease.current()
-                except (RedisError, TimeoutError, OSError):
-                    now = None
-                raise LeaseLost(lease.namespace, ours, now, "renewing the lease")
+                tg.start_soon(keep_renewed, self.lease)
 
     async def _heartbeat(self) -> None:
         while True:

@@ -22,14 +22,20 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import anyio
 import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
 
 from seqcollector.errors import OperatorError
 from seqcollector.runtime.layout import StoreLayout
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 DEFAULT_LEASE_S: Final = 10.0
 OP_TIMEOUT_S: Final = 2.0
@@ -198,6 +204,62 @@ class Lease:
         """The error for a fenced operation Redis refused (forgets `value`)."""
         ours, self.value = self.value, None
         return LeaseLost(self.namespace, ours, now, doing)
+
+
+async def keep_renewed(lease: Lease) -> None:
+    """Renew `lease` every third of its TTL until cancelled; raise `LeaseLost` when it is
+    another's or free, or when Redis did not answer for a whole TTL."""
+    while True:
+        await anyio.sleep(lease.renew_every_s)
+        ours = lease.value
+        try:
+            renewed = await lease.renew()
+        except (RedisError, TimeoutError, OSError) as exc:
+            since = anyio.current_time() - (lease.acquired_at or 0.0)
+            log.warning(
+                "lease_not_renewed",
+                key=lease.key,
+                error=f"{type(exc).__name__}: {exc}",
+                action=f"retried in {lease.renew_every_s:g} s; lost after {lease.ttl_s:g} s",
+            )
+            if since < lease.ttl_s:
+                continue
+            raise lease.lost(None, "renewing the lease (Redis unreachable for its TTL)") from exc
+        if not renewed:
+            try:
+                now = await lease.current()
+            except (RedisError, TimeoutError, OSError):
+                now = None
+            raise LeaseLost(lease.namespace, ours, now, "renewing the lease")
+
+
+async def while_held(lease: Lease, fn: Callable[[], Awaitable[T]]) -> T:
+    """`await fn()` while `keep_renewed(lease)` runs beside it -> its result. A lost
+    lease cancels `fn` and raises `LeaseLost`; an exception of `fn` propagates as itself."""
+    done: list[T] = []
+    failed: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+
+        async def renew() -> None:
+            try:
+                await keep_renewed(lease)
+            except LeaseLost as exc:
+                failed.append(exc)
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(renew)
+        try:
+            done.append(await fn())
+        except anyio.get_cancelled_exc_class():
+            if not failed:
+                raise
+        except BaseException as exc:  # re-raised below, outside the task group
+            failed.append(exc)
+        finally:
+            tg.cancel_scope.cancel()
+    if failed:
+        raise failed[0]
+    return done[0]
 
 
 async def read_lease(redis: aioredis.Redis, namespace: str) -> tuple[LeaseHolder | None, int]:

@@ -10,10 +10,21 @@ retried for SEQ_STARTUP_TIMEOUT_S, then one line. The block where processing sta
 computed once (`first_block`) and given to the follower; the market parameters are read as of
 the block before it (ARCHIVE_RPC_NODES when configured, else RPC_NODES), so each epoch is
 counted into the day the chain had.
+
+Active/standby (`runtime.lease`): after the RPC nodes and the contract check, `run` takes the
+namespace's lease `<ns>:lease` (SEQ_HA_LEASE_S) before anything else. While another process
+holds it, it stands by: one `standby` log line per holder ("standby: lease held by X, token
+N"), /ready 503 "standby", an `eth_blockNumber` per lease period to keep the RPC pool warm,
+an acquisition attempt every third of the lease. Once it has the lease it takes over from
+the checkpoint, as a restart does (`_active`: load state, migrations, start-up cleanup,
+market parameters, follower). On lease loss (`LeaseLost`) it stops its collector and outbox
+and stands by again; on SIGINT/SIGTERM it releases the lease, so a standby takes over at
+once.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
@@ -30,13 +41,15 @@ from seqcollector.api.collector_app import collector_app
 from seqcollector.api.server import serve
 from seqcollector.config import Settings, mask_url
 from seqcollector.core.effects import QueryEligibleOnChain
+from seqcollector.core.inputs import MarketParams
 from seqcollector.errors import DependencyError
 from seqcollector.runtime.alive import keep_alive
 from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for, run_beside
-from seqcollector.runtime.compose import Delivery, compose_collector
+from seqcollector.runtime.compose import CollectorRoot, Delivery, compose_collector
 from seqcollector.runtime.executor import RedisExecutor, redis_client
 from seqcollector.runtime.failures import FailureReporter
 from seqcollector.runtime.health import Health
+from seqcollector.runtime.lease import Lease, LeaseHolder, LeaseLost, while_held
 from seqcollector.runtime.memory_report import memory_reports
 from seqcollector.runtime.metrics import Metrics
 from seqcollector.runtime.migration import migrate_at_start
@@ -56,6 +69,7 @@ from seqcollector.runtime.startup import (
 from seqcollector.runtime.stored_days import read_stored_days
 from seqcollector.runtime.workers import WorkerPool
 from seqcollector.sources.retrying import Backoff
+from seqcollector.sources.rpc import RpcPool
 
 log = structlog.get_logger(__name__)
 
@@ -176,8 +190,6 @@ async def _run_live(
 ) -> str | None:
     config = settings.core_config()
     retry = StartupRetry(settings.startup_timeout_s)
-    shown = mask_url(settings.redis_url())
-    poll_s = min(1.0, max(settings.block_time / 4, 0.05))
     async with AsyncExitStack() as stack:
         pool = await open_pool(stack, "RPC_NODES", settings.rpc_nodes, settings, retry, providers)
         nodes = f"RPC_NODES ({', '.join(pool.endpoints)})"
@@ -188,85 +200,225 @@ async def _run_live(
         await with_retries(
             nodes, fix_nodes, partial(check_contract, pool.request, config.protocol_state), retry
         )
-        workers = WorkerPool(
-            "batch preparation", settings.worker_pool.size, settings.worker_pool.acquisition_timeout
-        )
-        on_chain = EligibleOnChainReader.from_settings(pool.request, settings)
-        root = compose_collector(
-            RedisExecutor(redis, namespace),
-            config,
-            Delivery.from_settings(settings),
-            timeouts=settings.timeouts,
-            journal=record,
-            workers=workers,
-            reporter=reporter,
-            handle_signals=handle_signals,
-            answerers={QueryEligibleOnChain: on_chain},
-            metrics=metrics,
-            health=health,
-        )
-        pipeline = root.pipeline()
+        lease = Lease(redis, namespace, settings.ha_lease_s)
         try:
-            await pipeline.open()
-            if not settings.attestor_queue_push_enabled:
-                with anyio.fail_after(settings.timeouts.redis_operation):
-                    await redis.delete("attestorQueue")  # the Go collector's start-up rule
-        except (RedisError, TimeoutError) as exc:
-            budget = settings.timeouts.redis_operation
-            raise DependencyError(
-                f"Redis at {shown}: {describe_failure(exc, budget)} (reading the checkpoint, "
-                "TIMEOUT_REDIS_OPERATION); check that Redis is up and answering"
-            ) from None
-        stack.push_async_callback(pipeline.close)
-        await migrate_at_start(settings, redis, namespace, reporter)  # before the tables
-        await cleanup_at_start(settings, redis, namespace)  # the open windows are known now
-        known = [(b.number, b.hash) for b in pipeline.state.blocks]
-        first = first_block(
-            known[-1][0] if known else None, settings.start_block, head, settings.confirmations
-        )
-        at = params_block(first)
-        await wait_for_block(chain_head, at, first, poll_s)
-        if settings.archive_rpc_nodes:
-            reader = await open_pool(
-                stack, "ARCHIVE_RPC_NODES", settings.archive_rpc_nodes, settings, retry
+            while await _stand_by(lease, pool.head, health, handle_signals):
+                try:
+                    return await _active(
+                        settings,
+                        namespace,
+                        record,
+                        console,
+                        redis,
+                        reporter,
+                        metrics,
+                        health,
+                        lease,
+                        pool,
+                        chain_head,
+                        stop_when=stop_when,
+                        handle_signals=handle_signals,
+                    )
+                except LeaseLost as exc:
+                    log.warning("lease_lost", error=str(exc), action="standing by again")
+                    if metrics is not None:
+                        metrics.error("lease", "LeaseLost")
+            return None  # stopped while standing by
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await lease.release()
+                except (RedisError, TimeoutError, OSError) as exc:
+                    log.warning(
+                        "lease_not_released",
+                        key=lease.key,
+                        error=f"{type(exc).__name__}: {exc}",
+                        action=f"a standby takes over once it expires ({lease.ttl_s:g} s)",
+                    )
+
+
+async def _stand_by(
+    lease: Lease,
+    head: Callable[[], Awaitable[int]],
+    health: Health,
+    handle_signals: bool,
+) -> bool:
+    """Wait until this process holds `lease` -> True, or until SIGINT/SIGTERM -> False.
+    Meanwhile: one `standby` line per holder, /ready 503 "standby", the RPC pool kept warm
+    (one `eth_blockNumber` per lease period)."""
+    got: list[bool] = []
+    async with anyio.create_task_group() as tg:
+
+        async def acquire() -> None:
+            shown: LeaseHolder | None = None
+            warmed = anyio.current_time()
+            while True:
+                try:
+                    now = await lease.acquire()
+                except (RedisError, TimeoutError, OSError) as exc:
+                    log.warning(
+                        "lease_not_acquired",
+                        key=lease.key,
+                        error=f"{type(exc).__name__}: {exc}",
+                        action=f"retried in {lease.renew_every_s:g} s",
+                    )
+                else:
+                    if lease.value is not None:
+                        if shown is not None:
+                            log.info("lease_acquired", holder=now.holder, token=now.token)
+                        got.append(True)
+                        tg.cancel_scope.cancel()
+                        return
+                    if now != shown:
+                        shown = now
+                        log.info(
+                            "standby",
+                            message=f"standby: lease held by {now.holder}, token {now.token}",
+                            holder=now.holder,
+                            token=now.token,
+                            key=lease.key,
+                        )
+                    health.standby(f"lease held by {now.holder}, token {now.token}")
+                if anyio.current_time() - warmed >= lease.ttl_s:
+                    warmed = anyio.current_time()
+                    try:
+                        health.observe(await head())
+                    except Exception as exc:  # the next period tries again
+                        log.warning("standby_rpc_failed", error=f"{type(exc).__name__}: {exc}")
+                await anyio.sleep(lease.renew_every_s)
+
+        tg.start_soon(acquire)
+        if handle_signals:
+            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+    return bool(got)
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("stopping", signal=signal.Signals(signum).name, state="standby")
+            scope.cancel()
+            return
+
+
+async def _active(
+    settings: Settings,
+    namespace: str,
+    record: Path | None,
+    console: Console,
+    redis: Any,
+    reporter: FailureReporter,
+    metrics: Metrics | None,
+    health: Health,
+    lease: Lease,
+    pool: RpcPool,
+    chain_head: Callable[[], Awaitable[int]],
+    *,
+    stop_when: Callable[[Pipeline], bool] | None,
+    handle_signals: bool,
+) -> str | None:
+    """Hold the lease: take over from the checkpoint and run until stopped (-> the digest)
+    or until the lease is lost (`LeaseLost`)."""
+    config = settings.core_config()
+    retry = StartupRetry(settings.startup_timeout_s)
+    shown = mask_url(settings.redis_url())
+    poll_s = min(1.0, max(settings.block_time / 4, 0.05))
+    nodes = f"RPC_NODES ({', '.join(pool.endpoints)})"
+    log.info("active", holder=lease.holder, token=lease.token, key=lease.key)
+    async with AsyncExitStack() as stack:
+
+        async def take_over() -> tuple[
+            CollectorRoot, Pipeline, list[tuple[int, str]], int, int, list[MarketParams]
+        ]:
+            """The start of a run, with the lease renewed meanwhile."""
+            head = await chain_head()
+            workers = WorkerPool(
+                "batch preparation",
+                settings.worker_pool.size,
+                settings.worker_pool.acquisition_timeout,
             )
-            readers = f"ARCHIVE_RPC_NODES ({', '.join(reader.endpoints)})"
-            if metrics is not None:
-                reader.attach_metrics(metrics)
-        else:
-            reader, readers = pool, nodes
-        fix_readers = f"check that {readers.split()[0]} point at a running node of the chain"
-        await with_retries(
-            readers,
-            fix_readers,
-            partial(check_contract, reader.request, config.protocol_state, at),
-            retry,
-        )
-        params = await with_retries(
-            readers,
-            fix_readers,
-            partial(
-                read_market_params,
+            on_chain = EligibleOnChainReader.from_settings(pool.request, settings)
+            root = compose_collector(
+                RedisExecutor(redis, namespace),
+                config,
+                Delivery.from_settings(settings),
+                timeouts=settings.timeouts,
+                journal=record,
+                workers=workers,
+                reporter=reporter,
+                handle_signals=handle_signals,
+                answerers={QueryEligibleOnChain: on_chain},
+                metrics=metrics,
+                health=health,
+                lease=lease,
+            )
+            pipeline = root.pipeline()
+            try:
+                await pipeline.open()
+                if not settings.attestor_queue_push_enabled:
+                    with anyio.fail_after(settings.timeouts.redis_operation):
+                        await redis.delete("attestorQueue")  # the Go collector's start-up rule
+            except (RedisError, TimeoutError) as exc:
+                budget = settings.timeouts.redis_operation
+                raise DependencyError(
+                    f"Redis at {shown}: {describe_failure(exc, budget)} (reading the checkpoint, "
+                    "TIMEOUT_REDIS_OPERATION); check that Redis is up and answering"
+                ) from None
+            stack.push_async_callback(pipeline.close)
+            await migrate_at_start(settings, redis, namespace, reporter)  # before the tables
+            await cleanup_at_start(settings, redis, namespace)  # the open windows are known now
+            known = [(b.number, b.hash) for b in pipeline.state.blocks]
+            first = first_block(
+                known[-1][0] if known else None, settings.start_block, head, settings.confirmations
+            )
+            at = params_block(first)
+            await wait_for_block(chain_head, at, first, poll_s)
+            if settings.archive_rpc_nodes:
+                reader = await open_pool(
+                    stack, "ARCHIVE_RPC_NODES", settings.archive_rpc_nodes, settings, retry
+                )
+                readers = f"ARCHIVE_RPC_NODES ({', '.join(reader.endpoints)})"
+                if metrics is not None:
+                    reader.attach_metrics(metrics)
+            else:
+                reader, readers = pool, nodes
+            fix_readers = f"check that {readers.split()[0]} point at a running node of the chain"
+            await with_retries(
+                readers,
+                fix_readers,
+                partial(check_contract, reader.request, config.protocol_state, at),
+                retry,
+            )
+            params = await with_retries(
+                readers,
+                fix_readers,
+                partial(
+                    read_market_params,
+                    reader.request,
+                    config.protocol_state,
+                    config.markets,
+                    at,
+                    timeout_s=settings.contract_query_timeout,
+                ),
+                retry,
+            )
+            await check_markets(
                 reader.request,
                 config.protocol_state,
-                config.markets,
+                params,
                 at,
                 timeout_s=settings.contract_query_timeout,
-            ),
-            retry,
-        )
-        await check_markets(
-            reader.request,
-            config.protocol_state,
-            params,
-            at,
-            timeout_s=settings.contract_query_timeout,
-        )
-        await pipeline.apply(params)
-        if config.rewards:  # a switch from the Go collector: its day and unfired markers
-            with anyio.fail_after(settings.timeouts.redis_operation):
-                stored = await read_stored_days(redis, config.markets)
-            await pipeline.apply(stored)
+            )
+            await lease.verify("starting up (reading the market parameters)")
+            await pipeline.apply(params)
+            if config.rewards:  # a switch from the Go collector: its day and unfired markers
+                with anyio.fail_after(settings.timeouts.redis_operation):
+                    stored = await read_stored_days(redis, config.markets)
+                await pipeline.apply(stored)
+            return root, pipeline, known, first, at, params
+
+        root, pipeline, known, first, at, params = await while_held(lease, take_over)
+
         follower = root.follower(
             pipeline,
             pool,
