@@ -478,6 +478,12 @@ def status(config_path: str | None, namespace: str, as_json: bool) -> None:
         )
     )
     out.print(Text(f"state: {found.state_bytes:,} bytes, format {found.state_format}"))
+    if found.lease_holder is not None:
+        left = f", {found.lease_ttl_ms / 1000:.1f} s left" if found.lease_ttl_ms else ""
+        lease = f"held by {found.lease_holder}, token {found.lease_token}{left}"
+    else:
+        lease = "free (no collector active)"
+    out.print(Text(f"lease: {lease}"))
     table = Table(title="markets")
     for column in (
         "market",

@@ -6,7 +6,10 @@ from `<ns>:lease:token` (`StoreLayout.lease_token`), incremented on every acquis
 holder's value is never seen again once it lost the lease. Three scripts, atomic in Redis:
 
 - acquire: SET NX PX + INCR of the token key, only when the lease is free;
-- renew: PEXPIRE only while the value is still ours;
+- renew: PEXPIRE only while the value is still ours; or, when the lease is free and nobody
+  acquired it since (the token counter still holds our token, or vanished with the rest
+  of Redis), SET it back to our value: nobody else can have committed meanwhile, since
+  committing needs the lease and taking it moves the counter;
 - release: DEL only while the value is still ours.
 
 Every commit is fenced with the value (`executor._COMMIT` compares it before writing
@@ -49,11 +52,21 @@ local value = ARGV[1] .. ':' .. token
 redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2])
 return {1, value}
 """
-# KEYS: lease. ARGV: our value, ttl ms. -> 1 renewed | 0 not ours any more
+# KEYS: lease, token. ARGV: our value, ttl ms, our token.
+# -> 1 renewed | 2 reclaimed (it was free and nobody took it since) | 0 not ours any more
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
+end
+if not held then
+  local token = redis.call('GET', KEYS[2])
+  if (not token) or token == ARGV[3] then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    if not token then redis.call('SET', KEYS[2], ARGV[3]) end
+    return 2
+  end
 end
 return 0
 """
@@ -169,11 +182,24 @@ class Lease:
         return found
 
     async def renew(self) -> bool:
-        """Extend the lease by its TTL -> False (and `value` forgotten) if it is not ours."""
+        """Extend the lease by its TTL (or take it back, see the module docstring) -> False
+        (and `value` forgotten) if it is not ours."""
         if self.value is None:
             return False
+        keys, args = (
+            [self.key, self.layout.lease_token],
+            [self.value, self._ttl_ms, str(self.token)],
+        )
         with anyio.fail_after(self.op_timeout_s):
-            ok = int(await self._renew(keys=[self.key], args=[self.value, self._ttl_ms]))
+            ok = int(await self._renew(keys=keys, args=args))
+        if ok == 2:
+            log.warning(
+                "lease_reclaimed",
+                key=self.key,
+                value=self.value,
+                reason="the lease had expired (this process was paused or Redis lost it) and "
+                "nobody took it meanwhile",
+            )
         if ok:
             self.acquired_at = anyio.current_time()
             return True

@@ -45,8 +45,9 @@ from seqcollector.core.inputs import MarketParams
 from seqcollector.errors import DependencyError
 from seqcollector.runtime.alive import keep_alive
 from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for, run_beside
+from seqcollector.runtime.collector import Collector
 from seqcollector.runtime.compose import CollectorRoot, Delivery, compose_collector
-from seqcollector.runtime.executor import RedisExecutor, redis_client
+from seqcollector.runtime.executor import Checkpoint, RedisDataLost, RedisExecutor, redis_client
 from seqcollector.runtime.failures import FailureReporter
 from seqcollector.runtime.health import Health
 from seqcollector.runtime.lease import Lease, LeaseHolder, LeaseLost, while_held
@@ -201,29 +202,48 @@ async def _run_live(
             nodes, fix_nodes, partial(check_contract, pool.request, config.protocol_state), retry
         )
         lease = Lease(redis, namespace, settings.ha_lease_s)
-        try:
-            while await _stand_by(lease, pool.head, health, handle_signals):
+        stop = _Stop()
+        seen: list[Checkpoint] = []  # the checkpoint this process left when it lost the lease
+        done: list[str | None] = []
+
+        async def lease_loop() -> None:
+            while not stop.requested:
+                got = False
+                with anyio.CancelScope() as scope:
+                    stop.scope = scope
+                    got = await _stand_by(lease, pool.head, health)
+                if not got:
+                    return  # stopped while standing by
                 try:
-                    return await _active(
-                        settings,
-                        namespace,
-                        record,
-                        console,
-                        redis,
-                        reporter,
-                        metrics,
-                        health,
-                        lease,
-                        pool,
-                        chain_head,
-                        stop_when=stop_when,
-                        handle_signals=handle_signals,
-                    )
+                    with anyio.CancelScope() as scope:
+                        stop.scope = scope
+                        digest = await _active(
+                            settings,
+                            namespace,
+                            record,
+                            console,
+                            redis,
+                            reporter,
+                            metrics,
+                            health,
+                            lease,
+                            pool,
+                            chain_head,
+                            stop,
+                            seen,
+                            stop_when=stop_when,
+                        )
+                        done.append(digest)
+                    return
                 except LeaseLost as exc:
                     log.warning("lease_lost", error=str(exc), action="standing by again")
                     if metrics is not None:
                         metrics.error("lease", "LeaseLost")
-            return None  # stopped while standing by
+
+        try:
+            signals = partial(_on_signals, stop) if handle_signals else anyio.sleep_forever
+            await run_beside(lease_loop, signals)
+            return done[0] if done else None
         finally:
             with anyio.CancelScope(shield=True):
                 try:
@@ -237,68 +257,68 @@ async def _run_live(
                     )
 
 
-async def _stand_by(
-    lease: Lease,
-    head: Callable[[], Awaitable[int]],
-    health: Health,
-    handle_signals: bool,
-) -> bool:
-    """Wait until this process holds `lease` -> True, or until SIGINT/SIGTERM -> False.
-    Meanwhile: one `standby` line per holder, /ready 503 "standby", the RPC pool kept warm
-    (one `eth_blockNumber` per lease period)."""
-    got: list[bool] = []
-    async with anyio.create_task_group() as tg:
+class _Stop:
+    """SIGINT/SIGTERM for the whole run: a clean stop of the collector while it runs (its
+    last step lands whole), else the cancellation of what runs (standby, take-over)."""
 
-        async def acquire() -> None:
-            shown: LeaseHolder | None = None
-            warmed = anyio.current_time()
-            while True:
-                try:
-                    now = await lease.acquire()
-                except (RedisError, TimeoutError, OSError) as exc:
-                    log.warning(
-                        "lease_not_acquired",
-                        key=lease.key,
-                        error=f"{type(exc).__name__}: {exc}",
-                        action=f"retried in {lease.renew_every_s:g} s",
-                    )
-                else:
-                    if lease.value is not None:
-                        if shown is not None:
-                            log.info("lease_acquired", holder=now.holder, token=now.token)
-                        got.append(True)
-                        tg.cancel_scope.cancel()
-                        return
-                    if now != shown:
-                        shown = now
-                        log.info(
-                            "standby",
-                            message=f"standby: lease held by {now.holder}, token {now.token}",
-                            holder=now.holder,
-                            token=now.token,
-                            key=lease.key,
-                        )
-                    health.standby(f"lease held by {now.holder}, token {now.token}")
-                if anyio.current_time() - warmed >= lease.ttl_s:
-                    warmed = anyio.current_time()
-                    try:
-                        health.observe(await head())
-                    except Exception as exc:  # the next period tries again
-                        log.warning("standby_rpc_failed", error=f"{type(exc).__name__}: {exc}")
-                await anyio.sleep(lease.renew_every_s)
+    def __init__(self) -> None:
+        self.requested = False
+        self.collector: Collector | None = None
+        self.scope: anyio.CancelScope | None = None
 
-        tg.start_soon(acquire)
-        if handle_signals:
-            tg.start_soon(_stop_on_signal, tg.cancel_scope)
-    return bool(got)
+    def __call__(self) -> None:
+        self.requested = True
+        if self.collector is not None:
+            self.collector.stop()
+        elif self.scope is not None:
+            self.scope.cancel()
 
 
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+async def _on_signals(stop: _Stop) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
-            log.info("stopping", signal=signal.Signals(signum).name, state="standby")
-            scope.cancel()
-            return
+            log.info("stopping", signal=signal.Signals(signum).name)
+            stop()
+
+
+async def _stand_by(lease: Lease, head: Callable[[], Awaitable[int]], health: Health) -> bool:
+    """Wait until this process holds `lease` -> True. Meanwhile: one `standby` line per
+    holder, /ready 503 "standby", the RPC pool kept warm (one `eth_blockNumber` per lease
+    period), an attempt every third of the lease."""
+    shown: LeaseHolder | None = None
+    warmed = anyio.current_time()
+    while True:
+        try:
+            now = await lease.acquire()
+        except (RedisError, TimeoutError, OSError) as exc:
+            log.warning(
+                "lease_not_acquired",
+                key=lease.key,
+                error=f"{type(exc).__name__}: {exc}",
+                action=f"retried in {lease.renew_every_s:g} s",
+            )
+        else:
+            if lease.value is not None:
+                if shown is not None:
+                    log.info("lease_acquired", holder=now.holder, token=now.token)
+                return True
+            if now != shown:
+                shown = now
+                log.info(
+                    "standby",
+                    message=f"standby: lease held by {now.holder}, token {now.token}",
+                    holder=now.holder,
+                    token=now.token,
+                    key=lease.key,
+                )
+            health.standby(f"lease held by {now.holder}, token {now.token}")
+        if anyio.current_time() - warmed >= lease.ttl_s:
+            warmed = anyio.current_time()
+            try:
+                health.observe(await head())
+            except Exception as exc:  # the next period tries again
+                log.warning("standby_rpc_failed", error=f"{type(exc).__name__}: {exc}")
+        await anyio.sleep(lease.renew_every_s)
 
 
 async def _active(
@@ -313,9 +333,10 @@ async def _active(
     lease: Lease,
     pool: RpcPool,
     chain_head: Callable[[], Awaitable[int]],
+    stop: _Stop,
+    seen: list[Checkpoint],
     *,
     stop_when: Callable[[Pipeline], bool] | None,
-    handle_signals: bool,
 ) -> str | None:
     """Hold the lease: take over from the checkpoint and run until stopped (-> the digest)
     or until the lease is lost (`LeaseLost`)."""
@@ -346,7 +367,7 @@ async def _active(
                 journal=record,
                 workers=workers,
                 reporter=reporter,
-                handle_signals=handle_signals,
+                handle_signals=False,  # `_on_signals` stops it (`_Stop`)
                 answerers={QueryEligibleOnChain: on_chain},
                 metrics=metrics,
                 health=health,
@@ -365,6 +386,8 @@ async def _active(
                     "TIMEOUT_REDIS_OPERATION); check that Redis is up and answering"
                 ) from None
             stack.push_async_callback(pipeline.close)
+            if seen and pipeline.seq == 0:  # this process committed here before: not fresh
+                raise RedisDataLost(namespace, seen[-1], state_gone=True)
             await migrate_at_start(settings, redis, namespace, reporter)  # before the tables
             await cleanup_at_start(settings, redis, namespace)  # the open windows are known now
             known = [(b.number, b.hash) for b in pipeline.state.blocks]
@@ -442,12 +465,19 @@ async def _active(
             collector = root.collector(
                 pipeline, follower, on_progress=progress.update, stop_when=stop_when
             )
+            stop.collector, stop.scope = collector, None
+            if stop.requested:
+                collector.stop()
             try:
                 cleanup = periodic_cleanup_for(settings, redis, namespace)
                 memory = partial(memory_reports, settings.memory_profiling_interval)
                 alive = partial(keep_alive, redis, namespace)  # `<ns>:alive`: rewind refuses
                 await run_beside(collector.run, partial(_together, cleanup, memory, alive))
             finally:
+                stop.collector = None
+                head_now = pipeline.committed_head
+                if pipeline.seq > 0:
+                    seen.append(Checkpoint(pipeline.seq, head_now.number if head_now else None))
                 await root.dispatcher.aclose()
     return pipeline.digest.hexdigest() if pipeline.digest is not None else None
 

@@ -137,3 +137,25 @@ async def test_unfenced_executor_ignores_the_lease(redis_backend: Any) -> None:
     executor = RedisExecutor(client, NS)
     await executor.load()
     assert await executor.commit(1, 10, [SetValue("k", "1")], b"s1") is True
+
+
+async def test_renew_reclaims_a_free_lease_nobody_took(redis_backend: Any) -> None:
+    """Expired while this process was paused, and no standby took it: the token counter
+    still holds our token, so nobody committed meanwhile; the renewal takes it back."""
+    client = redis_backend.client()
+    a = Lease(client, NS, 5, holder="a:1:x")
+    await a.acquire()
+    await client.delete(KEYS.lease)
+    assert await a.renew() is True and a.value == "a:1:x:1"
+    assert await client.get(KEYS.lease) == b"a:1:x:1"
+    # Redis lost everything (restart without persistence): taken back, the counter restored
+    await client.delete(KEYS.lease, KEYS.lease_token)
+    assert await a.renew() is True
+    assert await client.get(KEYS.lease_token) == b"1"
+    # someone took it and let it go: the counter moved, not ours any more
+    await client.delete(KEYS.lease)
+    b = Lease(client, NS, 5, holder="b:2:y")
+    await b.acquire()
+    await b.release()
+    assert await a.renew() is False and a.value is None
+    assert await client.get(KEYS.lease) is None
