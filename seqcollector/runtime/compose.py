@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
+
 from seqcollector.config import Settings, Timeouts
 from seqcollector.core import CoreConfig
 from seqcollector.core.effects import (
@@ -200,6 +202,24 @@ class CollectorRoot:
         )
 
 
+def outbox_dispatcher(redis: Redis, namespace: str, delivery: Delivery) -> OutboxDispatcher:
+    """The outbox dispatcher of `namespace` delivering as `delivery` says."""
+    return OutboxDispatcher(
+        redis,
+        namespace,
+        delivery.relayer_url,
+        delivery.relayer_token,
+        delivery.alert_url,
+        http_timeout_s=delivery.http_timeout_s,
+        max_attempts=delivery.max_attempts,
+        backoff_initial_s=delivery.backoff_initial_s,
+        backoff_max_s=delivery.backoff_max_s,
+        redis_timeout_s=delivery.redis_timeout_s,
+        reward_concurrency=delivery.reward_concurrency,
+        pass_timeout_s=delivery.pass_timeout_s,
+    )
+
+
 def compose_collector(
     executor: RedisExecutor,
     config: CoreConfig,
@@ -230,20 +250,7 @@ def compose_collector(
     `lease` (active/standby, `runtime.lease`): fences every commit of `executor` and every
     POST of the outbox, and the collector loop renews it.
     """
-    dispatcher = OutboxDispatcher(
-        executor.redis,
-        executor.namespace,
-        delivery.relayer_url,
-        delivery.relayer_token,
-        delivery.alert_url,
-        http_timeout_s=delivery.http_timeout_s,
-        max_attempts=delivery.max_attempts,
-        backoff_initial_s=delivery.backoff_initial_s,
-        backoff_max_s=delivery.backoff_max_s,
-        redis_timeout_s=delivery.redis_timeout_s,
-        reward_concurrency=delivery.reward_concurrency,
-        pass_timeout_s=delivery.pass_timeout_s,
-    )
+    dispatcher = outbox_dispatcher(executor.redis, executor.namespace, delivery)
     dispatcher.metrics = metrics
     if lease is not None:
         executor.lease = lease
