@@ -299,7 +299,8 @@ def run(config_path: str | None, record: Path | None, namespace: str) -> None:
     "faults_spec",
     default="none",
     show_default=True,
-    help="Comma-separated kinds or all: rpc, lag, redis, crash, reorg, relayer, deepreorg, failover.",
+    help="Comma-separated kinds or all: rpc, lag, redis, crash, reorg, relayer, deepreorg,"
+    " failover.",
 )
 @click.option("--fast", is_flag=True, help="Synthetic chain without the EVM (load runs).")
 @click.option(
