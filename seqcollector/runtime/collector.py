@@ -253,7 +253,11 @@ class Collector:
                     if self.health is not None:
                         self.health.failed()
                     failure = _failure(operation, group, exc)
-                    if _fatal(exc):
+                    if isinstance(exc, LeaseLost):
+                        failure = msgspec.structs.replace(
+                            failure, action="stopped; standing by while another process is active"
+                        )
+                    elif _fatal(exc):
                         failure = msgspec.structs.replace(failure, action="stopped, not retried")
                     await self.reporter.report(failure, always=_fatal(exc))
                     raise
