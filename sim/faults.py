@@ -109,15 +109,16 @@ class FenceCheck:
     commit: str  # "LeaseLost" (refused), or what happened instead
     wrote: list[str]  # keys of its step (or of the namespace) that changed meanwhile
     pending: int  # outbox entries pending when it tried to deliver
-    delivery: str  # "LeaseLost", "nothing pending", or what happened instead
+    delivery: str  # "LeaseLost", "delivered 0" (what was pending went meanwhile), "delivered n"
     posts: int  # POSTs its dispatcher started
 
     @property
+    def sent_nothing(self) -> bool:
+        return self.delivery in ("LeaseLost", "delivered 0") and not self.posts
+
+    @property
     def ok(self) -> bool:
-        delivered_nothing = self.delivery in ("LeaseLost", "nothing pending")
-        return (
-            self.commit == "LeaseLost" and not self.wrote and delivered_nothing and not self.posts
-        )
+        return self.commit == "LeaseLost" and not self.wrote and self.sent_nothing
 
 
 def find_crash(exc: BaseException) -> BaseException | None:
@@ -266,8 +267,7 @@ class FaultyExecutor(RedisExecutor):
         if self.dispatcher_for is not None:
             dispatcher = self.dispatcher_for(paused.lease)
             try:
-                delivered = await dispatcher.deliver_pending()
-                delivery = f"delivered {delivered}" if delivered or pending else "nothing pending"
+                delivery = f"delivered {await dispatcher.deliver_pending()}"
             except LeaseLost:
                 delivery = "LeaseLost"
             finally:

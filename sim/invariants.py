@@ -159,7 +159,7 @@ def no_commit_after_lease_loss(checks: list[FenceCheck]) -> InvariantResult:
             problems.append(f"{where}: commit {c.commit}, not LeaseLost")
         if c.wrote:
             problems.append(f"{where}: wrote {', '.join(c.wrote[:3])}")
-        if c.posts or c.delivery not in ("LeaseLost", "nothing pending"):
+        if not c.sent_nothing:
             problems.append(f"{where}: delivery {c.delivery}, {c.posts} POST(s) started")
     return _result("no commit after lease loss", problems, len(checks))
 

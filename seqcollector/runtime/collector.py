@@ -127,8 +127,8 @@ class Collector:
             with self._scope:
                 await self._run()
         except BaseExceptionGroup as group:  # a lost lease stops the group: raise it as itself
-            lost, _ = group.split(LeaseLost)
-            if lost is None:
+            lost, rest = group.split(LeaseLost)
+            if lost is None or rest is not None:  # anything else beside it comes first
                 raise
             raise _first_leaf(lost) from group
         finally:

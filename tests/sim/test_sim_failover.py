@@ -49,7 +49,7 @@ def test_the_invariant_names_what_a_resumed_active_did() -> None:
     good = FenceCheck(7, 1003, "LeaseLost", [], 2, "LeaseLost", 0)
     assert good.ok and invariants.no_commit_after_lease_loss([good]).ok
     bad = [
-        FenceCheck(7, 1003, "committed", ["BatchCountKey.x.1"], 0, "nothing pending", 0),
+        FenceCheck(7, 1003, "committed", ["BatchCountKey.x.1"], 0, "delivered 0", 0),
         FenceCheck(9, 1004, "LeaseLost", [], 1, "delivered 1", 1),
     ]
     result = invariants.no_commit_after_lease_loss(bad)
