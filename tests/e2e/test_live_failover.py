@@ -9,6 +9,8 @@ exactly once, with exactly one submitBatchSize call each."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -136,6 +138,18 @@ async def test_paused_active_is_fenced_out_and_the_standby_takes_over(
         )
         assert a.alive() and b.alive()
         assert took_over_s < LEASE_S + 8, took_over_s
+        held = world.redis.get("seqcollector:lease")  # B's, token 2
+        assert held is not None and held.endswith(":2")
+        who, token = held.rsplit(":", 1)
+        shown = subprocess.run(
+            [sys.executable, "-m", "seqcollector", "status"],
+            env=b.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert f"lease: held by {who}, token {token}" in shown.stdout, shown.stdout
     finally:
         a.resume()
         for proc in (a, b):
