@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from bench import api_load, batch_prep, core_replay, live_chain, rewards_p1, sim_load
+from bench import api_load, batch_prep, core_replay, live_chain, rewards_p1, sim_load, takeover
 from sim.redis_server import RedisServer
 
 
@@ -130,6 +130,21 @@ def main() -> None:
         "HTTP polling (50 ms) p50 / p99 ms",
         f"{d['poll(50ms) p50 ms']:,.1f} / {d['poll(50ms) p99 ms']:,.1f}",
         "",
+    )
+
+    console.print("(h) takeover: 20 drills, two `run` processes, SIGSTOP the active (lease 1 s)...")
+    h = takeover.run(drills=20, lease_s=1.0)
+    table.add_row(
+        "(h) takeover",
+        "pause -> standby's first commit p50 / max s",
+        f"{h['takeover p50 s']:.2f} / {h['takeover max s']:.2f}",
+        "",
+    )
+    table.add_row(
+        "",
+        f"commits lost to failover ({h['epochs']} epochs)",
+        f"{h['commits lost to failover']}",
+        _goal(h["commits lost to failover"] == 0, "0"),
     )
 
     console.print(

@@ -307,7 +307,8 @@ def run(config_path: str | None, record: Path | None, namespace: str, recover: b
     "faults_spec",
     default="none",
     show_default=True,
-    help="Comma-separated kinds or all: rpc, lag, redis, crash, reorg, relayer.",
+    help="Comma-separated kinds or all: rpc, lag, redis, crash, reorg, relayer, deepreorg,"
+    " failover.",
 )
 @click.option("--fast", is_flag=True, help="Synthetic chain without the EVM (load runs).")
 @click.option(
@@ -486,6 +487,12 @@ def status(config_path: str | None, namespace: str, as_json: bool) -> None:
         )
     )
     out.print(Text(f"state: {found.state_bytes:,} bytes, format {found.state_format}"))
+    if found.lease_holder is not None:
+        left = f", {found.lease_ttl_ms / 1000:.1f} s left" if found.lease_ttl_ms else ""
+        lease = f"held by {found.lease_holder}, token {found.lease_token}{left}"
+    else:
+        lease = "free (no collector active)"
+    out.print(Text(f"lease: {lease}"))
     table = Table(title="markets")
     for column in (
         "market",

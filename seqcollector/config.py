@@ -193,6 +193,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # How long `run`/`replay`/`check-config --connect` retry an unreachable Redis, RPC node
     # or contract at start before giving up with one line (0: one attempt).
     startup_timeout_s: float = 60.0
+    # Active/standby (`runtime.lease`): the lease's TTL; the active renews every third of it,
+    # a standby takes over within about that long after the active stops renewing.
+    ha_lease_s: float = 10.0
     # Seed section 9.1 groups
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     worker_pool: WorkerPool = msgspec.field(default_factory=WorkerPool)
@@ -792,6 +795,7 @@ _SPECS: Final[tuple[_Spec, ...]] = (
     _Spec("SEQ_SUBMISSION_SETS_TTL_S", "submission_sets_ttl_s",
           _Int(0, 10 * 365 * 24 * 3600)),
     _Spec("SEQ_STARTUP_TIMEOUT_S", "startup_timeout_s", _Seconds(lo=0)),
+    _Spec("SEQ_HA_LEASE_S", "ha_lease_s", _Seconds(lo=0.1, hi=3600)),
     # Seed section 9.1. The Go names win where a timeout already had one.
     _Spec("EVENT_PROCESSING_TIMEOUT", "timeouts.event_processing", _Seconds(),
           aliases=("TIMEOUT_EVENT_PROCESSING",)),

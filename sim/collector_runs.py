@@ -1,11 +1,14 @@
 """The collector of a simulation, fast or EVM: assembled by the composition root
 (`runtime.compose`) from the simulated parts, and restarted after every simulated crash.
 
-The parts: a `FaultyExecutor` (crashes, Redis outages; its outages also hit the readers of
-the core's queries), the loopback relayer, the core's invariants checked after every step
-and a pace quick enough for a simulated second. A crash (`SimCrash`) kills the collector at
-an effect boundary; the next one opens a new pipeline, which loads what Redis holds, exactly
-as a restarted process would.
+The parts: a `FaultyExecutor` (crashes, Redis outages, failovers; its outages also hit the
+readers of the core's queries), the lease when the run has failovers (a TTL no run
+reaches: its expiry is driven by the executor, from the seed), the loopback relayer, the
+core's invariants checked after every step and a pace quick enough for a simulated second.
+A crash (`SimCrash`) kills the collector at an effect boundary; the next one opens a new
+pipeline, which loads what Redis holds, exactly as a restarted process would. A failover
+(`SimFailover`) stops the active the same way, and the next one is the standby taking over
+from the checkpoint.
 """
 
 from __future__ import annotations
@@ -20,10 +23,17 @@ import redis.asyncio as aioredis
 
 from seqcollector.config import Timeouts
 from seqcollector.core import CoreConfig
-from seqcollector.runtime.compose import CollectorRoot, Pace, compose_collector
+from seqcollector.runtime.compose import (
+    CollectorRoot,
+    Pace,
+    compose_collector,
+    outbox_dispatcher,
+)
 from seqcollector.runtime.layout import StoreLayout
+from seqcollector.runtime.lease import Lease
+from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Answerer, Pipeline
-from sim.faults import FaultyExecutor, find_crash
+from sim.faults import FaultyExecutor, FenceCheck, SimFailover, find_crash
 from sim.record import FaultMark
 from sim.relayer import Relayer
 from sim.spec import SimSpec
@@ -31,6 +41,7 @@ from sim.spec import SimSpec
 NAMESPACE = "seqcollector"
 SIM_PACE = Pace(dispatch_interval_s=0.01, retry_first_s=0.001, retry_max_s=0.02)
 OUTBOX_DRAIN_S = 60
+SIM_LEASE_S = 3600.0  # never reached by a run: the failover fault expires the lease itself
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,16 @@ class SimCollector:
         answerers: Mapping[type[Any], Answerer] | None = None,
     ) -> SimCollector:
         """The collector of `spec`'s run on `redis`, delivering to `relayer`, recording
-        `journal`; the executor injects `spec`'s crash and redis faults."""
+        `journal`; the executor injects `spec`'s crash, redis and failover faults."""
+        lease = None
+        if "failover" in spec.faults:
+            lease = Lease(redis, NAMESPACE, SIM_LEASE_S, holder="sim-active")
+
+        def dispatcher_for(held: Lease) -> OutboxDispatcher:  # a paused active's own
+            dispatcher = outbox_dispatcher(redis, NAMESPACE, relayer.delivery())
+            dispatcher.lease = held
+            return dispatcher
+
         executor = FaultyExecutor(
             redis,
             NAMESPACE,
@@ -60,6 +80,8 @@ class SimCollector:
             spec.faults,
             crash_rate=spec.crash_rate,
             crash_at=spec.crash_at,
+            lease=lease,
+            dispatcher_for=dispatcher_for,
         )
         root = compose_collector(
             executor,
@@ -72,6 +94,7 @@ class SimCollector:
             check_invariants=True,
             pace=SIM_PACE,
             handle_signals=False,
+            lease=lease,
         )
         return cls(root, executor)
 
@@ -80,6 +103,10 @@ class SimCollector:
         return [
             FaultMark("redis", 0, line) for line in self.executor.log if line.startswith("redis")
         ]
+
+    def fence_checks(self) -> list[FenceCheck]:
+        """What each paused active did when it resumed (failover faults)."""
+        return list(self.executor.fence_checks)
 
     async def drain_outbox(self) -> None:
         """Deliver what the outbox still holds (the run is over; at most a minute)."""
@@ -111,7 +138,8 @@ async def run_restarting(
             if crash is None:
                 raise
             head = pipeline.state.head
-            faults.append(FaultMark("crash", head.number if head else 0, str(crash)))
+            kind = "failover" if isinstance(crash, SimFailover) else "crash"
+            faults.append(FaultMark(kind, head.number if head else 0, str(crash)))
             busy += pipeline.busy_s
             if done():
                 return busy

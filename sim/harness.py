@@ -174,6 +174,7 @@ async def _run_fast(
     canonical_hash = world_apart.canonical_hash if world_apart else world.canonical_hash
     deep = _deep_replaced(spec, world.spec.reorgs, windows)
     await _check(record, windows, canonical_hash, timeline, finalizer, redis, calls, deep)
+    _check_failovers(record, sim)
     _fill(record, spec, world, timeline, elapsed, len(calls))
     await redis.aclose()
     return record
@@ -222,6 +223,7 @@ async def _run_evm(
     timeline = replay_timeline(journal, out_dir / "effects.jsonl")
     windows, hashes = chain
     await _check(record, windows, hashes.get, timeline, finalizer, redis, calls)
+    _check_failovers(record, sim)
     if spec.rewards:
         await _check_rewards(record, spec, timeline, hashes.get, finalizer, seen)
     record.first_block, record.last_block = 0, max(hashes)
@@ -322,6 +324,16 @@ async def _check(
         record.summary["epochs batched again after a deep reorg (old batches not undone)"] = len(
             gone
         )
+
+
+def _check_failovers(record: SimRecord, sim: SimCollector) -> None:
+    """Invariant 6 (`failover`): every paused active that resumed was fenced out."""
+    checks = sim.fence_checks()
+    record.invariants.append(invariants.no_commit_after_lease_loss(checks))
+    record.summary["failovers (paused active fenced out on resume)"] = len(checks)
+    record.summary["failovers: resumed active's delivery refused (entries pending)"] = sum(
+        c.delivery == "LeaseLost" for c in checks
+    )
 
 
 async def _check_rewards(

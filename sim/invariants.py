@@ -10,7 +10,10 @@
 4. exactly one submitBatchSize per batched epoch (identical retries of an HTTP call are
    at-least-once delivery and counted apart);
 5. a run with crashes, outages and slow relayers has the digest of the clean run of the
-   same seed (checked by the harness, which runs that twin).
+   same seed (checked by the harness, which runs that twin);
+6. no commit after lease loss (`failover`): an active paused past its lease that resumes
+   after a standby took over is refused its commit (`LeaseLost`, nothing of its step
+   written) and sends no relayer call or alert.
 
 A reorg deeper than MAX_REORG_DEPTH (`deepreorg`) has one documented consequence: an epoch
 released in a replaced block was batched on the chain that no longer exists, and is batched
@@ -27,6 +30,7 @@ from collections import Counter
 from typing import Any
 
 from seqcollector.core.addresses import checksum
+from sim.faults import FenceCheck
 from sim.keysum import KeySum
 from sim.record import InvariantResult
 from sim.timeline import Superseded
@@ -143,6 +147,21 @@ def _without(items: list[int], taken: list[int]) -> list[int]:
 
 def _name(epoch: Epoch) -> str:
     return f"market {checksum(epoch[0])} epoch {epoch[1]}"
+
+
+def no_commit_after_lease_loss(checks: list[FenceCheck]) -> InvariantResult:
+    """Each `FenceCheck` (a paused active resuming after a standby took over): its commit
+    refused with `LeaseLost`, none of its step's keys changed, no POST started."""
+    problems = []
+    for c in checks:
+        where = f"paused active at input {c.seq} (block {c.block})"
+        if c.commit != "LeaseLost":
+            problems.append(f"{where}: commit {c.commit}, not LeaseLost")
+        if c.wrote:
+            problems.append(f"{where}: wrote {', '.join(c.wrote[:3])}")
+        if not c.sent_nothing:
+            problems.append(f"{where}: delivery {c.delivery}, {c.posts} POST(s) started")
+    return _result("no commit after lease loss", problems, len(checks))
 
 
 def _result(name: str, problems: list[str], checked: int) -> InvariantResult:

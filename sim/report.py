@@ -47,6 +47,7 @@ FAULT_COLORS: dict[str, str] = {
     "reorg": "#e11d48",
     "relayer": "#65a30d",
     "deepreorg": "#7f1d1d",
+    "failover": "#2563eb",
 }
 _OTHER_FAULT_COLOR = "#6b7280"
 _FAULT_WIDTH: dict[str, float] = {"reorg": 2.5, "deepreorg": 3.0, "crash": 2.0}

@@ -7,7 +7,8 @@
   `{"status": "unavailable", "detail": ...}` (`Health.live`).
 - `/ready`: 200 `{"status": "ok", "checks": {name: {"ok": true, "detail": ...}}}` when every
   check passes, else 503 with `"status": "unavailable"`, `"failing": [names]` and the same
-  `checks` saying why each fails (`Health.ready`).
+  `checks` saying why each fails (`Health.ready`); `"status": "standby"` while the
+  process waits for the lease (active/standby).
 - `/metrics`: the Prometheus text exposition of `metrics`' registry; no route when
   `metrics` is None (FEATURE_METRICS_ENABLED=false).
 
@@ -42,7 +43,9 @@ def probe_routes(health: Health, metrics: Metrics | None) -> list[HTTPRouteHandl
         checks = await health.ready()
         failing = [c.name for c in checks if not c.ok]
         body: dict[str, Any] = {
-            "status": "unavailable" if failing else "ok",
+            "status": "standby"
+            if health.standby_detail is not None
+            else ("unavailable" if failing else "ok"),
             "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks},
         }
         if failing:

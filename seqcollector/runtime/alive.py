@@ -2,9 +2,11 @@
 of `TTL_S`, renewed every `RENEW_S` while `seqcollector run` runs and deleted on a clean exit
 (a killed process leaves it to expire). `seqcollector rewind` refuses while it exists.
 
-Not a lease: two collectors can both write it, and nothing fences a commit with it (issue
-11 adds a fenced lease). What keeps a rewind and a collector from both writing is the
-checkpoint every commit compares first: whichever commits second is refused.
+Not the lease: the fenced lease `<ns>:lease` (`runtime.lease`) decides who commits. The
+mark follows it: `run` keeps the mark only while it is active (holds the lease; a standby
+keeps none), so the mark names the lease holder's process, with its start time, for
+older tools that read it. `seqcollector rewind` checks both, and takes the lease for its
+own commit.
 """
 
 from __future__ import annotations

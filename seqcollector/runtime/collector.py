@@ -8,6 +8,11 @@ With `metrics` and/or `health`, every failure is counted (by operation and excep
 each landed group tells `health` its block, a heartbeat task (every `heartbeat_s`)
 refreshes the liveness heartbeat, the chain head, the head lag and the outbox backlog, and
 `health.run` (the error-rate alarm) runs in the same task group.
+
+With a `lease` (active/standby, `runtime.lease`), a task renews it every third of its TTL;
+when it is lost (a renewal finds another holder, Redis stays unreachable past the TTL, or
+a fenced commit or delivery is refused), the whole group stops, outbox included, and `run`
+raises `LeaseLost`: the caller goes back to standby.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 from seqcollector.core import Block, Input, Log, Rewind
 from seqcollector.runtime.executor import ConcurrentWriterError, RedisDataLost, RedisLostSteps
 from seqcollector.runtime.failures import Failure, FailureReporter
+from seqcollector.runtime.lease import Lease, LeaseLost, keep_renewed
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import CoreStepError, Pipeline, ResumeError
 
@@ -62,7 +68,7 @@ def _fatal(exc: BaseException) -> bool:
     """Not worth a retry: a misconfiguration, a second writer, Redis having lost our data,
     or no Exception at all (cancellation, KeyboardInterrupt, a simulated crash)."""
     return not isinstance(exc, Exception) or isinstance(
-        exc, ConcurrentWriterError | RedisDataLost | RedisLostSteps | ResumeError
+        exc, ConcurrentWriterError | RedisDataLost | RedisLostSteps | ResumeError | LeaseLost
     )
 
 
@@ -83,6 +89,7 @@ class Collector:
         metrics: Metrics | None = None,
         health: Health | None = None,
         heartbeat_s: float = HEARTBEAT_S,
+        lease: Lease | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.source = source
@@ -99,6 +106,7 @@ class Collector:
         self.metrics = metrics
         self.health = health
         self.heartbeat_s = heartbeat_s
+        self.lease = lease
         self._scope = anyio.CancelScope()
 
     @property
@@ -118,14 +126,21 @@ class Collector:
         try:
             with self._scope:
                 await self._run()
+        except BaseExceptionGroup as group:  # a lost lease stops the group: raise it as itself
+            lost, rest = group.split(LeaseLost)
+            if lost is None or rest is not None:  # anything else beside it comes first
+                raise
+            raise _first_leaf(lost) from group
         finally:
             if self.health is not None:
                 self.health.stopped()
+        if self.lease is not None and self.lease.value is None:
+            return  # not ours any more: the holder delivers
         if self.dispatcher is not None:  # a last, bounded pass: what is left waits in Redis
             try:
                 with anyio.move_on_after(FINAL_DELIVERY_S):
                     await self.dispatcher.deliver_pending()
-            except (RedisError, OSError) as exc:  # e.g. a connection Redis closed on a restart
+            except (RedisError, OSError, LeaseLost) as exc:  # e.g. Redis closed on a restart
                 log.warning(
                     "final_delivery_skipped",
                     error=f"{type(exc).__name__}: {exc}",
@@ -146,6 +161,8 @@ class Collector:
                 tg.start_soon(self._heartbeat)
             if self.health is not None:
                 tg.start_soon(self.health.run)  # the error-rate alarm, one interval at a time
+            if self.lease is not None:
+                tg.start_soon(keep_renewed, self.lease)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -236,7 +253,11 @@ class Collector:
                     if self.health is not None:
                         self.health.failed()
                     failure = _failure(operation, group, exc)
-                    if _fatal(exc):
+                    if isinstance(exc, LeaseLost):
+                        failure = msgspec.structs.replace(
+                            failure, action="stopped; standing by while another process is active"
+                        )
+                    elif _fatal(exc):
                         failure = msgspec.structs.replace(failure, action="stopped, not retried")
                     await self.reporter.report(failure, always=_fatal(exc))
                     raise
@@ -247,6 +268,11 @@ class Collector:
                 log.info("stopping", signal=signal.Signals(signum).name)
                 self.stop()
                 return
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _failure(operation: str, group: Sequence[Input] | None, exc: BaseException) -> Failure:

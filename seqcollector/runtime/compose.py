@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
+
 from seqcollector.config import Settings, Timeouts
 from seqcollector.core import CoreConfig
 from seqcollector.core.effects import (
@@ -40,6 +42,7 @@ from seqcollector.runtime.delivery_ledger import DeliveryLedger
 from seqcollector.runtime.executor import RedisExecutor
 from seqcollector.runtime.failures import FailureReporter
 from seqcollector.runtime.health import Health
+from seqcollector.runtime.lease import Lease
 from seqcollector.runtime.metrics import Metrics
 from seqcollector.runtime.outbox import OutboxDispatcher
 from seqcollector.runtime.pipeline import Answerer, Pipeline
@@ -115,6 +118,7 @@ class CollectorRoot:
     handle_signals: bool = True
     metrics: Metrics | None = None
     health: Health | None = None
+    lease: Lease | None = None
 
     def answer_table(self) -> dict[type[Any], Answerer]:
         """The answerer of each query kind: the submission sets and the eligibility keys from
@@ -197,7 +201,31 @@ class CollectorRoot:
             retry_max_s=self.pace.retry_max_s,
             metrics=self.metrics,
             health=self.health,
+            lease=self.lease,
         )
+
+
+def outbox_dispatcher(
+    redis: Redis, namespace: str, delivery: Delivery, ledger: DeliveryLedger | None = None
+) -> OutboxDispatcher:
+    """The outbox dispatcher of `namespace` delivering as `delivery` says (recording what it
+    delivered in `ledger`)."""
+    return OutboxDispatcher(
+        redis,
+        namespace,
+        delivery.relayer_url,
+        delivery.relayer_token,
+        delivery.alert_url,
+        http_timeout_s=delivery.http_timeout_s,
+        max_attempts=delivery.max_attempts,
+        backoff_initial_s=delivery.backoff_initial_s,
+        backoff_max_s=delivery.backoff_max_s,
+        redis_timeout_s=delivery.redis_timeout_s,
+        reward_concurrency=delivery.reward_concurrency,
+        pass_timeout_s=delivery.pass_timeout_s,
+        min_replicas=delivery.min_replicas,
+        ledger=ledger,
+    )
 
 
 def compose_collector(
@@ -217,6 +245,7 @@ def compose_collector(
     metrics: Metrics | None = None,
     health: Health | None = None,
     ledger: DeliveryLedger | None = None,
+    lease: Lease | None = None,
 ) -> CollectorRoot:
     """The collector's root for one run on `executor`'s Redis and namespace.
 
@@ -228,24 +257,14 @@ def compose_collector(
     `metrics`: recorded into by every part (`Metrics.from_settings`: None when
     FEATURE_METRICS_ENABLED=false); `health`: fed by the collector loop (`Health`);
     `ledger`: the outbox records there what it delivered (`run --recover` reads it).
+    `lease` (active/standby, `runtime.lease`): fences every commit of `executor` and every
+    POST of the outbox, and the collector loop renews it.
     """
-    dispatcher = OutboxDispatcher(
-        executor.redis,
-        executor.namespace,
-        delivery.relayer_url,
-        delivery.relayer_token,
-        delivery.alert_url,
-        http_timeout_s=delivery.http_timeout_s,
-        max_attempts=delivery.max_attempts,
-        backoff_initial_s=delivery.backoff_initial_s,
-        backoff_max_s=delivery.backoff_max_s,
-        redis_timeout_s=delivery.redis_timeout_s,
-        reward_concurrency=delivery.reward_concurrency,
-        pass_timeout_s=delivery.pass_timeout_s,
-        min_replicas=delivery.min_replicas,
-        ledger=ledger,
-    )
+    dispatcher = outbox_dispatcher(executor.redis, executor.namespace, delivery, ledger)
     dispatcher.metrics = metrics
+    if lease is not None:
+        executor.lease = lease
+        dispatcher.lease = lease
     if reporter is not None:
         reporter.metrics = metrics
     if workers is not None:
@@ -267,4 +286,5 @@ def compose_collector(
         handle_signals=handle_signals,
         metrics=metrics,
         health=health,
+        lease=lease,
     )

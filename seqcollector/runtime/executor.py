@@ -6,8 +6,11 @@ Why a script and not MULTI/EXEC: Redis does not roll back a transaction whose co
 fail. With `finalizerQueue` held as a string, EXEC wrote the step's batch counts, its
 `submitBatchSize` entry and the checkpoint, while the LPUSHes were refused: the batches were
 lost for good. The commit script (`_COMMIT`) works in three phases, atomically (Redis runs
-nothing else meanwhile):
+nothing else meanwhile), after the fence:
 
+0. Lease (active/standby, `runtime.lease`). With a lease, the stored `<ns>:lease` must hold
+   this executor's `<holder>:<token>`; if not (it expired while this process was paused, a
+   standby took over), nothing is written (`LeaseLost`).
 1. Checkpoint. The stored checkpoint must be the one this executor expects. If it is
    exactly this step's, with this step's state, the step already landed (a lost reply, or
    redis-py resending the EVALSHA after a dropped connection): nothing is written. If it
@@ -84,12 +87,14 @@ from seqcollector.runtime.layout import (
     encode_entry,
     encode_record,
 )
+from seqcollector.runtime.lease import Lease, LeaseHolder, LeaseLost
 
 __all__ = [
     "Checkpoint",
     "CommitRefused",
     "ConcurrentWriterError",
     "KeyProblem",
+    "LeaseLost",
     "RedisDataLost",
     "RedisExecutor",
     "RedisLostSteps",
@@ -219,10 +224,17 @@ class _CachedCheckpoint:
 class RedisExecutor:
     """Applies core steps to a `redis.asyncio.Redis` (real or `embedded_redis()`).
 
-    The client must return bytes (`decode_responses=False`, the default).
+    The client must return bytes (`decode_responses=False`, the default). With `lease`
+    (settable later, as `executor.lease`), every commit is fenced by it: refused with
+    `LeaseLost` and nothing written unless the stored lease is still `lease.value`.
     """
 
-    def __init__(self, redis: aioredis.Redis, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        namespace: str = DEFAULT_NAMESPACE,
+        lease: Lease | None = None,
+    ) -> None:
         if redis.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("RedisExecutor needs a client with decode_responses=False")
         self._redis = redis
@@ -233,6 +245,7 @@ class RedisExecutor:
         # none after this, Redis lost it.
         self._known: Checkpoint | None = None
         self._last_sent: tuple[list[str], list[bytes | str]] = ([], [])  # keys, args
+        self.lease = lease
 
     @property
     def last_commit_bytes(self) -> int:
@@ -276,6 +289,8 @@ class RedisExecutor:
         if self._cached is not None and seq <= self._cached.seq:
             return False
         program = _script_program(effects)  # before any I/O: a bad TTL raises, nothing sent
+        if self.lease is not None and self.lease.value is None:
+            raise LeaseLost(self.namespace, None, None, f"committing seq {seq} block {block}")
         try:
             if self._cached is None:
                 self._cached = await self._read_checkpoint(seq, block)
@@ -326,6 +341,7 @@ class RedisExecutor:
         op_keys, ops = program
         counters = list(dict.fromkeys(e.key for e in effects if isinstance(e, IncrementBy)))
         keys = [*self._keys_of_namespace(), *op_keys, *counters]
+        fence = self.lease.value if self.lease is not None else None
         args: list[bytes | str] = [
             b"E" if cached.raw is not None else b"N",
             cached.raw or b"",
@@ -333,6 +349,7 @@ class RedisExecutor:
             state,
             str(len(rows)),
             str(len(counters)),
+            fence or "",
         ]
         for entry_id, body, score in rows:
             args += [entry_id, body, str(score)]
@@ -359,6 +376,11 @@ class RedisExecutor:
                 problem_count=len(problems),
             )
             raise CommitRefused(self.namespace, seq, block, problems)
+        if outcome == "lease":
+            assert self.lease is not None  # the script fences only with a value
+            held = _as_bytes(reply[1]) if len(reply) > 1 else None
+            now = None if held is None else LeaseHolder.parse(held)
+            raise self.lease.lost(now, f"committing seq {seq} block {block}")
         if outcome == "lost":
             assert cached.checkpoint is not None  # the script says lost only when expected
             raise RedisDataLost(self.namespace, cached.checkpoint, state_gone=reply[1] == 1)
@@ -371,7 +393,7 @@ class RedisExecutor:
 
     def _keys_of_namespace(self) -> list[str]:
         k = self._keys
-        return [k.checkpoint, k.state, k.outbox, k.outbox_pending]
+        return [k.checkpoint, k.state, k.outbox, k.outbox_pending, k.lease]
 
 
 def _outbox_rows(effects: Sequence[Effect], first_score: int) -> list[tuple[str, bytes, int]]:
@@ -453,19 +475,26 @@ def _as_str(value: bytes | str) -> str:
 
 
 # The commit, whole or not at all (see the module docstring for the three phases).
-# KEYS: checkpoint, state, outbox, outbox:pending, the ops' keys in order, then each key an
-# INCRBY touches, once (`ncounters` of them).
+# KEYS: checkpoint, state, outbox, outbox:pending, lease, the ops' keys in order, then each
+# key an INCRBY touches, once (`ncounters` of them).
 # ARGV: 'E' expected checkpoint | 'N' '' (none expected), the new checkpoint, the state,
-# the outbox row count n, ncounters, n x (id, body, score), then the ops (see
-# `_script_program`).
+# the outbox row count n, ncounters, the lease value expected ('' : not fenced),
+# n x (id, body, score), then the ops (see `_script_program`).
 # Replies: {'applied'} | {'done'} (already stored) | {'conflict', stored checkpoint} |
+# {'lease', the lease's value now or nil} (fenced out, nothing written) |
 # {'lost', 1 if the state is gone too} | {'refused', 5 strings per problem (KeyProblem)}.
 _COMMIT = r"""
-local ckey, skey, okey, pkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ckey, skey, okey, pkey, lkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local unpack = unpack or table.unpack
 local new_ck, state, nrows, ncounters = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-local first_row, first_op = 7, 7 + 3 * nrows
+local first_row, first_op = 8, 8 + 3 * nrows
 local problems, seen = {}, {}
+
+-- 0. The fence: the lease must still be ours (before anything is read or written).
+if ARGV[7] ~= '' then
+  local held = redis.call('GET', lkey)
+  if held ~= ARGV[7] then return {'lease', held} end
+end
 
 local function type_of(key)
   return redis.call('TYPE', key)['ok']
@@ -631,7 +660,7 @@ end
 
 -- Calls apply.<op>(key, args..., position) for each op, in order.
 local function walk(apply)
-  local k, a = 5, first_op
+  local k, a = 6, first_op
   while a <= #ARGV do
     local op = ARGV[a]
     if op == 'S' then

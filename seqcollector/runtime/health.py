@@ -7,6 +7,10 @@ the chain head and the outbox backlog) and answers the probes (`api.probes`):
   as live ("starting"); once started, its heartbeat (every `Collector.heartbeat_s`) must be
   younger than `HealthLimits.heartbeat_stale_s`; once it stopped (a fatal error, a stop),
   it is not live.
+- Standby (active/standby, `runtime.lease`): while `run` waits for the lease (`standby()`),
+  the process is live ("standby: lease held by X, token N") and not ready: `ready()` is
+  the Redis check and a failing `lease` check with that detail (`/ready` answers 503 with
+  `"status": "standby"`). `started()` (the takeover) ends it.
 - `ready()`: every check, each with a detail:
   - `redis`: PING answered within TIMEOUT_REDIS_OPERATION (the same round trip reads the
     reorg acknowledgement).
@@ -130,6 +134,7 @@ class Health:
         self._created = clock()
         self._started: float | None = None
         self._stopped = False
+        self.standby_detail: str | None = None  # set while standing by (`standby()`)
         self._beat = self._created
         self._last_commit: float | None = None
         self.committed_block: int | None = None
@@ -162,6 +167,7 @@ class Health:
         """The collector loop starts (again, after an in-process restart)."""
         self._started = self._beat = self.clock()
         self._stopped = False
+        self.standby_detail = None
         self.committed_block = committed_block
         self._deep_reorgs = deep_reorgs
         if self._deep_baseline is None:
@@ -169,6 +175,12 @@ class Health:
 
     def stopped(self) -> None:
         self._stopped = True
+
+    def standby(self, detail: str) -> None:
+        """Waiting for the lease (`detail`: who holds it); live, not ready."""
+        self.standby_detail = detail
+        self._stopped = False
+        self._beat = self.clock()
 
     def beat(self) -> None:
         self._beat = self.clock()
@@ -197,6 +209,8 @@ class Health:
     # -- probes ------------------------------------------------------------------------------
 
     def live(self) -> Check:
+        if self.standby_detail is not None:
+            return Check("live", True, f"standby: {self.standby_detail}")
         if self._stopped:
             return Check("live", False, "the collector loop has stopped (see the log)")
         if self._started is None:
@@ -213,6 +227,11 @@ class Health:
 
     async def ready(self) -> list[Check]:
         """Every readiness check (one Redis round trip)."""
+        if self.standby_detail is not None:
+            return [
+                await self._redis_check(),
+                Check("lease", False, f"standby: {self.standby_detail}"),
+            ]
         return [
             await self._redis_check(),
             self._commit_check(),

@@ -4,6 +4,8 @@
 - `<ns>:checkpoint`: JSON `CheckpointRecord` (last applied input seq and block, next outbox score).
 - `<ns>:outbox`: hash, outbox entry id -> JSON of the `RelayerCall` / `Alert` effect.
 - `<ns>:outbox:pending`: sorted set of the ids not yet delivered, scored in emission order.
+- `<ns>:lease`, `<ns>:lease:token`: the active collector's fenced lease and the fencing
+  token counter (`runtime.lease`); the commit script compares the lease first.
 
 All of them are written by the same commit script as the step that produced them
 (`executor.py`), whole or not at all.
@@ -70,6 +72,14 @@ class StoreLayout:
     @property
     def outbox_pending(self) -> str:
         return f"{self.namespace}:outbox:pending"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.namespace}:lease"
+
+    @property
+    def lease_token(self) -> str:
+        return f"{self.namespace}:lease:token"
 
 
 _record_decoder = msgspec.json.Decoder(CheckpointRecord)

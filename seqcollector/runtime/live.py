@@ -10,10 +10,21 @@ retried for SEQ_STARTUP_TIMEOUT_S, then one line. The block where processing sta
 computed once (`first_block`) and given to the follower; the market parameters are read as of
 the block before it (ARCHIVE_RPC_NODES when configured, else RPC_NODES), so each epoch is
 counted into the day the chain had.
+
+Active/standby (`runtime.lease`): after the RPC nodes and the contract check, `run` takes the
+namespace's lease `<ns>:lease` (SEQ_HA_LEASE_S) before anything else. While another process
+holds it, it stands by: one `standby` log line per holder ("standby: lease held by X, token
+N"), /ready 503 "standby", an `eth_blockNumber` per lease period to keep the RPC pool warm,
+an acquisition attempt every third of the lease. Once it has the lease it takes over from
+the checkpoint, as a restart does (`_active`: load state, migrations, start-up cleanup,
+market parameters, follower). On lease loss (`LeaseLost`) it stops its collector and outbox
+and stands by again; on SIGINT/SIGTERM it releases the lease, so a standby takes over at
+once.
 """
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
@@ -31,15 +42,18 @@ from seqcollector.api.collector_app import collector_app
 from seqcollector.api.server import serve
 from seqcollector.config import Settings, mask_url
 from seqcollector.core.effects import QueryEligibleOnChain, QuerySubmissionSets
+from seqcollector.core.inputs import MarketParams
 from seqcollector.errors import DependencyError, SettingsError
 from seqcollector.runtime.alive import keep_alive
 from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for, run_beside
-from seqcollector.runtime.compose import Delivery, compose_collector
+from seqcollector.runtime.collector import Collector
+from seqcollector.runtime.compose import CollectorRoot, Delivery, compose_collector
 from seqcollector.runtime.delivery_ledger import DeliveryLedger, ledger_beside
-from seqcollector.runtime.executor import RedisExecutor, redis_client
+from seqcollector.runtime.executor import Checkpoint, RedisDataLost, RedisExecutor, redis_client
 from seqcollector.runtime.failures import Failure, FailureReporter
 from seqcollector.runtime.health import Health
+from seqcollector.runtime.lease import Lease, LeaseHolder, LeaseLost, while_held
 from seqcollector.runtime.memory_report import memory_reports
 from seqcollector.runtime.metrics import Metrics
 from seqcollector.runtime.migration import migrate_at_start
@@ -60,6 +74,7 @@ from seqcollector.runtime.startup import (
 from seqcollector.runtime.stored_days import read_stored_days
 from seqcollector.runtime.workers import WorkerPool
 from seqcollector.sources.retrying import Backoff
+from seqcollector.sources.rpc import RpcPool
 
 log = structlog.get_logger(__name__)
 
@@ -187,8 +202,6 @@ async def _run_live(
 ) -> str | None:
     config = settings.core_config()
     retry = StartupRetry(settings.startup_timeout_s)
-    shown = mask_url(settings.redis_url())
-    poll_s = min(1.0, max(settings.block_time / 4, 0.05))
     async with AsyncExitStack() as stack:
         pool = await open_pool(stack, "RPC_NODES", settings.rpc_nodes, settings, retry, providers)
         nodes = f"RPC_NODES ({', '.join(pool.endpoints)})"
@@ -199,91 +212,253 @@ async def _run_live(
         await with_retries(
             nodes, fix_nodes, partial(check_contract, pool.request, config.protocol_state), retry
         )
-        workers = WorkerPool(
-            "batch preparation", settings.worker_pool.size, settings.worker_pool.acquisition_timeout
-        )
-        on_chain = EligibleOnChainReader.from_settings(pool.request, settings)
-        root = compose_collector(
-            RedisExecutor(redis, namespace),
-            config,
-            Delivery.from_settings(settings),
-            timeouts=settings.timeouts,
-            journal=record,
-            workers=workers,
-            reporter=reporter,
-            handle_signals=handle_signals,
-            answerers={
-                QueryEligibleOnChain: on_chain,
-                QuerySubmissionSets: SubmissionSetReader(
-                    redis, clock=time.time, sets_ttl_s=settings.submission_sets_ttl_s
-                ),
-            },
-            metrics=metrics,
-            health=health,
-            ledger=DeliveryLedger(ledger_beside(record)) if record is not None else None,
-        )
-        pipeline = root.pipeline()
+        lease = Lease(redis, namespace, settings.ha_lease_s)
+        stop = _Stop()
+        seen: list[Checkpoint] = []  # the checkpoint this process left when it lost the lease
+        done: list[str | None] = []
+
+        async def lease_loop() -> None:
+            while not stop.requested:
+                got = False
+                with anyio.CancelScope() as scope:
+                    stop.scope = scope
+                    got = await _stand_by(lease, pool.head, health)
+                if not got:
+                    return  # stopped while standing by
+                try:
+                    with anyio.CancelScope() as scope:
+                        stop.scope = scope
+                        digest = await _active(
+                            settings,
+                            namespace,
+                            record,
+                            console,
+                            redis,
+                            reporter,
+                            metrics,
+                            health,
+                            lease,
+                            pool,
+                            chain_head,
+                            stop,
+                            seen,
+                            stop_when=stop_when,
+                        )
+                        done.append(digest)
+                    return
+                except LeaseLost as exc:
+                    log.warning("lease_lost", error=str(exc), action="standing by again")
+                    if metrics is not None:
+                        metrics.error("lease", "LeaseLost")
+
         try:
-            await pipeline.open()
-            if not settings.attestor_queue_push_enabled:
-                with anyio.fail_after(settings.timeouts.redis_operation):
-                    await redis.delete("attestorQueue")  # the Go collector's start-up rule
-        except (RedisError, TimeoutError) as exc:
-            budget = settings.timeouts.redis_operation
-            raise DependencyError(
-                f"Redis at {shown}: {describe_failure(exc, budget)} (reading the checkpoint, "
-                "TIMEOUT_REDIS_OPERATION); check that Redis is up and answering"
-            ) from None
-        stack.push_async_callback(pipeline.close)
-        await migrate_at_start(settings, redis, namespace, reporter)  # before the tables
-        await cleanup_at_start(settings, redis, namespace)  # the open windows are known now
-        known = [(b.number, b.hash) for b in pipeline.state.blocks]
-        first = first_block(
-            known[-1][0] if known else None, settings.start_block, head, settings.confirmations
-        )
-        at = params_block(first)
-        await wait_for_block(chain_head, at, first, poll_s)
-        if settings.archive_rpc_nodes:
-            reader = await open_pool(
-                stack, "ARCHIVE_RPC_NODES", settings.archive_rpc_nodes, settings, retry
+            signals = partial(_on_signals, stop) if handle_signals else anyio.sleep_forever
+            await run_beside(lease_loop, signals)
+            return done[0] if done else None
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await lease.release()
+                except (RedisError, TimeoutError, OSError) as exc:
+                    log.warning(
+                        "lease_not_released",
+                        key=lease.key,
+                        error=f"{type(exc).__name__}: {exc}",
+                        action=f"a standby takes over once it expires ({lease.ttl_s:g} s)",
+                    )
+
+
+class _Stop:
+    """SIGINT/SIGTERM for the whole run: a clean stop of the collector while it runs (its
+    last step lands whole), else the cancellation of what runs (standby, take-over)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.collector: Collector | None = None
+        self.scope: anyio.CancelScope | None = None
+
+    def __call__(self) -> None:
+        self.requested = True
+        if self.collector is not None:
+            self.collector.stop()
+        elif self.scope is not None:
+            self.scope.cancel()
+
+
+async def _on_signals(stop: _Stop) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("stopping", signal=signal.Signals(signum).name)
+            stop()
+
+
+async def _stand_by(lease: Lease, head: Callable[[], Awaitable[int]], health: Health) -> bool:
+    """Wait until this process holds `lease` -> True. Meanwhile: one `standby` line per
+    holder, /ready 503 "standby", the RPC pool kept warm (one `eth_blockNumber` per lease
+    period), an attempt every third of the lease."""
+    shown: LeaseHolder | None = None
+    warmed = anyio.current_time()
+    while True:
+        try:
+            now = await lease.acquire()
+        except (RedisError, TimeoutError, OSError) as exc:
+            log.warning(
+                "lease_not_acquired",
+                key=lease.key,
+                error=f"{type(exc).__name__}: {exc}",
+                action=f"retried in {lease.renew_every_s:g} s",
             )
-            readers = f"ARCHIVE_RPC_NODES ({', '.join(reader.endpoints)})"
-            if metrics is not None:
-                reader.attach_metrics(metrics)
         else:
-            reader, readers = pool, nodes
-        fix_readers = f"check that {readers.split()[0]} point at a running node of the chain"
-        await with_retries(
-            readers,
-            fix_readers,
-            partial(check_contract, reader.request, config.protocol_state, at),
-            retry,
-        )
-        params = await with_retries(
-            readers,
-            fix_readers,
-            partial(
-                read_market_params,
+            if lease.value is not None:
+                if shown is not None:
+                    log.info("lease_acquired", holder=now.holder, token=now.token)
+                return True
+            if now != shown:
+                shown = now
+                log.info(
+                    "standby",
+                    message=f"standby: lease held by {now.holder}, token {now.token}",
+                    holder=now.holder,
+                    token=now.token,
+                    key=lease.key,
+                )
+            health.standby(f"lease held by {now.holder}, token {now.token}")
+        if anyio.current_time() - warmed >= lease.ttl_s:
+            warmed = anyio.current_time()
+            try:
+                health.observe(await head())
+            except Exception as exc:  # the next period tries again
+                log.warning("standby_rpc_failed", error=f"{type(exc).__name__}: {exc}")
+        await anyio.sleep(lease.renew_every_s)
+
+
+async def _active(
+    settings: Settings,
+    namespace: str,
+    record: Path | None,
+    console: Console,
+    redis: Any,
+    reporter: FailureReporter,
+    metrics: Metrics | None,
+    health: Health,
+    lease: Lease,
+    pool: RpcPool,
+    chain_head: Callable[[], Awaitable[int]],
+    stop: _Stop,
+    seen: list[Checkpoint],
+    *,
+    stop_when: Callable[[Pipeline], bool] | None,
+) -> str | None:
+    """Hold the lease: take over from the checkpoint and run until stopped (-> the digest)
+    or until the lease is lost (`LeaseLost`)."""
+    config = settings.core_config()
+    retry = StartupRetry(settings.startup_timeout_s)
+    shown = mask_url(settings.redis_url())
+    poll_s = min(1.0, max(settings.block_time / 4, 0.05))
+    nodes = f"RPC_NODES ({', '.join(pool.endpoints)})"
+    log.info("active", holder=lease.holder, token=lease.token, key=lease.key)
+    async with AsyncExitStack() as stack:
+
+        async def take_over() -> tuple[
+            CollectorRoot, Pipeline, list[tuple[int, str]], int, int, list[MarketParams]
+        ]:
+            """The start of a run, with the lease renewed meanwhile."""
+            head = await chain_head()
+            workers = WorkerPool(
+                "batch preparation",
+                settings.worker_pool.size,
+                settings.worker_pool.acquisition_timeout,
+            )
+            on_chain = EligibleOnChainReader.from_settings(pool.request, settings)
+            root = compose_collector(
+                RedisExecutor(redis, namespace),
+                config,
+                Delivery.from_settings(settings),
+                timeouts=settings.timeouts,
+                journal=record,
+                workers=workers,
+                reporter=reporter,
+                handle_signals=False,  # `_on_signals` stops it (`_Stop`)
+                answerers={
+                    QueryEligibleOnChain: on_chain,
+                    QuerySubmissionSets: SubmissionSetReader(
+                        redis, clock=time.time, sets_ttl_s=settings.submission_sets_ttl_s
+                    ),
+                },
+                metrics=metrics,
+                health=health,
+                lease=lease,
+                ledger=DeliveryLedger(ledger_beside(record)) if record is not None else None,
+            )
+            pipeline = root.pipeline()
+            try:
+                await pipeline.open()
+                if not settings.attestor_queue_push_enabled:
+                    with anyio.fail_after(settings.timeouts.redis_operation):
+                        await redis.delete("attestorQueue")  # the Go collector's start-up rule
+            except (RedisError, TimeoutError) as exc:
+                budget = settings.timeouts.redis_operation
+                raise DependencyError(
+                    f"Redis at {shown}: {describe_failure(exc, budget)} (reading the checkpoint, "
+                    "TIMEOUT_REDIS_OPERATION); check that Redis is up and answering"
+                ) from None
+            stack.push_async_callback(pipeline.close)
+            if seen and pipeline.seq == 0:  # this process committed here before: not fresh
+                raise RedisDataLost(namespace, seen[-1], state_gone=True)
+            await migrate_at_start(settings, redis, namespace, reporter)  # before the tables
+            await cleanup_at_start(settings, redis, namespace)  # the open windows are known now
+            known = [(b.number, b.hash) for b in pipeline.state.blocks]
+            first = first_block(
+                known[-1][0] if known else None, settings.start_block, head, settings.confirmations
+            )
+            at = params_block(first)
+            await wait_for_block(chain_head, at, first, poll_s)
+            if settings.archive_rpc_nodes:
+                reader = await open_pool(
+                    stack, "ARCHIVE_RPC_NODES", settings.archive_rpc_nodes, settings, retry
+                )
+                readers = f"ARCHIVE_RPC_NODES ({', '.join(reader.endpoints)})"
+                if metrics is not None:
+                    reader.attach_metrics(metrics)
+            else:
+                reader, readers = pool, nodes
+            fix_readers = f"check that {readers.split()[0]} point at a running node of the chain"
+            await with_retries(
+                readers,
+                fix_readers,
+                partial(check_contract, reader.request, config.protocol_state, at),
+                retry,
+            )
+            params = await with_retries(
+                readers,
+                fix_readers,
+                partial(
+                    read_market_params,
+                    reader.request,
+                    config.protocol_state,
+                    config.markets,
+                    at,
+                    timeout_s=settings.contract_query_timeout,
+                ),
+                retry,
+            )
+            await check_markets(
                 reader.request,
                 config.protocol_state,
-                config.markets,
+                params,
                 at,
                 timeout_s=settings.contract_query_timeout,
-            ),
-            retry,
-        )
-        await check_markets(
-            reader.request,
-            config.protocol_state,
-            params,
-            at,
-            timeout_s=settings.contract_query_timeout,
-        )
-        await pipeline.apply(params)
-        if config.rewards:  # a switch from the Go collector: its day and unfired markers
-            with anyio.fail_after(settings.timeouts.redis_operation):
-                stored = await read_stored_days(redis, config.markets)
-            await pipeline.apply(stored)
+            )
+            await lease.verify("starting up (reading the market parameters)")
+            await pipeline.apply(params)
+            if config.rewards:  # a switch from the Go collector: its day and unfired markers
+                with anyio.fail_after(settings.timeouts.redis_operation):
+                    stored = await read_stored_days(redis, config.markets)
+                await pipeline.apply(stored)
+            return root, pipeline, known, first, at, params
+
+        root, pipeline, known, first, at, params = await while_held(lease, take_over)
+
         follower = root.follower(
             pipeline,
             pool,
@@ -307,12 +482,19 @@ async def _run_live(
             collector = root.collector(
                 pipeline, follower, on_progress=progress.update, stop_when=stop_when
             )
+            stop.collector, stop.scope = collector, None
+            if stop.requested:
+                collector.stop()
             try:
                 cleanup = periodic_cleanup_for(settings, redis, namespace)
                 memory = partial(memory_reports, settings.memory_profiling_interval)
                 alive = partial(keep_alive, redis, namespace)  # `<ns>:alive`: rewind refuses
                 await run_beside(collector.run, partial(_together, cleanup, memory, alive))
             finally:
+                stop.collector = None
+                head_now = pipeline.committed_head
+                if pipeline.seq > 0:
+                    seen.append(Checkpoint(pipeline.seq, head_now.number if head_now else None))
                 await root.dispatcher.aclose()
     return pipeline.digest.hexdigest() if pipeline.digest is not None else None
 

@@ -21,6 +21,10 @@ waits between them are bounded by `pass_timeout_s` (BATCH_PROCESSING_TIMEOUT, wh
 collector gives one batch's relayer work). An attempt in flight when the dispatcher is
 cancelled is finished (shielded, at most `http_timeout_s`) and its entry removed on a 200,
 so a stop does not send a call twice.
+
+With a `lease` (active/standby, `runtime.lease`), every POST is preceded by a check that the
+lease is still this process's: a collector paused past its lease that wakes up sends
+nothing; `LeaseLost` ends the dispatcher (and the collector's group).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from seqcollector.runtime.alerts import alert_body
 from seqcollector.runtime.delivery_ledger import DeliveryLedger
 from seqcollector.runtime.http import client_session, post_json
 from seqcollector.runtime.layout import OutboxEntry, StoreLayout, decode_entry
+from seqcollector.runtime.lease import Lease
 
 if TYPE_CHECKING:
     from seqcollector.runtime.metrics import Metrics
@@ -230,6 +235,7 @@ class OutboxDispatcher:
         self.failed_attempts = 0
         self.alerts_dropped = 0
         self.metrics: Metrics | None = None  # relayer calls, alerts sent (`runtime.metrics`)
+        self.lease: Lease | None = None  # checked before every POST (active/standby)
         self._seen_at: dict[bytes, float] = {}  # id -> when this process first saw it pending
 
     def backlog(self) -> dict[str, tuple[int, float]]:
@@ -504,6 +510,9 @@ class OutboxDispatcher:
         """One attempt, until `http_timeout_s` or `deadline` (the pass's), whichever is first;
         raises one of `_RETRYABLE` unless the answer is HTTP 200. Shielded: a cancellation
         waits for the answer (within that same bound)."""
+        if self.lease is not None:
+            with anyio.fail_after(self._redis_timeout_s):
+                await self.lease.verify(f"delivering outbox entry {entry_id} ({lane})")
         if self._client is None:
             self._client = client_session()
         stats = self.lanes[lane]
@@ -557,5 +566,10 @@ def _bound(score: float, inclusive: bool) -> str:
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    first = group.exceptions[0]
+    """The cause: the first leaf that is not the scan's `BrokenResourceError` (the
+    workers it hands entries to stopped, on the error that is the cause)."""
+    causes, _ = group.split(
+        lambda e: not isinstance(e, BaseExceptionGroup | anyio.BrokenResourceError)
+    )
+    first = (causes or group).exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -20,10 +20,12 @@ Delivered entries cannot be taken back. The report says how many pending entries
 epochs batched above N.
 
 Refused, with nothing written: while `<ns>:alive` names a running collector
-(`runtime.alive`); with no stored state; for N not below the committed block; for N below
-the retained history (the message names the oldest block it can rewind to). A collector
-that starts meanwhile is caught by the checkpoint: whichever of the two commits second is
-refused.
+(`runtime.alive`) or another process holds the lease `<ns>:lease` (`runtime.lease`); with
+no stored state; for N not below the committed block; for N below
+the retained history (the message names the oldest block it can rewind to). The rewind
+(not `--dry-run`) takes the lease for its duration and commits fenced by it, as a
+collector does: a collector that starts meanwhile stands by until it is released, then
+takes over from the rewound checkpoint.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from seqcollector.runtime.cleanup import NoStoredState
 from seqcollector.runtime.compose import Delivery, compose_collector
 from seqcollector.runtime.executor import ConcurrentWriterError, RedisExecutor, redis_client
 from seqcollector.runtime.layout import StoreLayout
+from seqcollector.runtime.lease import DEFAULT_LEASE_S, Lease, LeaseHolder, LeaseLost
 from seqcollector.runtime.pipeline import Answerer
 from seqcollector.runtime.startup import describe_failure
 
@@ -108,6 +111,7 @@ async def rewind_namespace(
     dry_run: bool = False,
     journal: Path | None = None,
     timeouts: Timeouts | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> RewindReport:
     """Rewind `namespace` to block `to_block` (or, `dry_run`, say what that would do) ->
     the report. The rewind is committed as the live pipeline commits a reorg's `Rewind`
@@ -122,64 +126,88 @@ async def rewind_namespace(
         held = await holder(redis, namespace)
     if held is not None:
         raise NamespaceHeld(_held_message(namespace, held))
-    layout = StoreLayout(namespace)
-    with anyio.fail_after(op_timeout_s):
-        raw, record = await redis.mget([layout.state, layout.checkpoint])
-    if raw is None or record is None:
-        raise NoStoredState(
-            f"namespace {namespace!r} holds no stored state: no collector committed there, "
-            "nothing to rewind (check --namespace, and that this is the collector's Redis)"
-        )
-    config = _loaded(raw if isinstance(raw, bytes) else raw.encode(), namespace).config
-    pipeline = compose_collector(  # the one composition root; its outbox is never run here
-        RedisExecutor(redis, namespace),
-        config,
-        Delivery("", "", ""),
-        timeouts=timeouts,
-        journal=None if dry_run else journal,
-        answerers=_NO_QUERIES,
-    ).pipeline()
-    await pipeline.open()  # the state again, the checkpoint, and the journal checked
-    try:
-        before = pipeline.state
-        plan = load_state(dump_state(before))
-        batched = batched_above(plan, to_block)
-        result = rewind_to(plan, to_block)
-        if isinstance(result, RewindRefusal):
-            raise RewindRefused(_refusal_message(namespace, result, plan))
-        assert before.head is not None  # rewind_to refuses without blocks
-        named = [k for e in result if isinstance(e, DeleteKeys) for k in e.keys]
-        present = await _present(redis, named, op_timeout_s)
-        pending, of_batched = await _outbox(redis, layout, batched, op_timeout_s)
-        report = RewindReport(
-            namespace=namespace,
-            dry_run=dry_run,
-            from_block=before.head.number,
-            to_block=to_block,
-            resume_from=to_block + 1,
-            markets=_markets(before, plan, batched),
-            keys_deleted=_by_family(present),
-            keys_named=_by_family(named),
-            queries_restored=_kinds(plan),
-            outbox_pending=pending,
-            outbox_of_batched_above=len(of_batched),
-            outbox_examples=of_batched[:EXAMPLES],
-            journal=None if journal is None else str(journal),
-        )
-        if dry_run:
-            return report
+    lease = Lease(redis, namespace, lease_s, op_timeout_s=op_timeout_s)
+    held_now = await lease.current()
+    if held_now is not None:
+        raise NamespaceHeld(_lease_message(namespace, held_now, lease_s))
+
+    async def work() -> RewindReport:
+        layout = StoreLayout(namespace)
+        with anyio.fail_after(op_timeout_s):
+            raw, record = await redis.mget([layout.state, layout.checkpoint])
+        if raw is None or record is None:
+            raise NoStoredState(
+                f"namespace {namespace!r} holds no stored state: no collector committed there, "
+                "nothing to rewind (check --namespace, and that this is the collector's Redis)"
+            )
+        config = _loaded(raw if isinstance(raw, bytes) else raw.encode(), namespace).config
+        pipeline = compose_collector(  # the one composition root; its outbox is never run here
+            RedisExecutor(redis, namespace),
+            config,
+            Delivery("", "", ""),
+            timeouts=timeouts,
+            journal=None if dry_run else journal,
+            answerers=_NO_QUERIES,
+        ).pipeline()
+        await pipeline.open()  # the state again, the checkpoint, and the journal checked
         try:
-            await pipeline.apply([Rewind(to_block)])
-        except ConcurrentWriterError:
-            raise NamespaceHeld(
-                f"namespace {namespace!r}: a collector committed while the rewind was "
-                "prepared; nothing was rewound. Stop every collector of the namespace, then "
-                "rewind again"
-            ) from None
-        assert dump_state(pipeline.state) == dump_state(plan)  # the step that was planned
-        return report
-    finally:
-        await pipeline.close()
+            before = pipeline.state
+            plan = load_state(dump_state(before))
+            batched = batched_above(plan, to_block)
+            result = rewind_to(plan, to_block)
+            if isinstance(result, RewindRefusal):
+                raise RewindRefused(_refusal_message(namespace, result, plan))
+            assert before.head is not None  # rewind_to refuses without blocks
+            named = [k for e in result if isinstance(e, DeleteKeys) for k in e.keys]
+            present = await _present(redis, named, op_timeout_s)
+            pending, of_batched = await _outbox(redis, layout, batched, op_timeout_s)
+            report = RewindReport(
+                namespace=namespace,
+                dry_run=dry_run,
+                from_block=before.head.number,
+                to_block=to_block,
+                resume_from=to_block + 1,
+                markets=_markets(before, plan, batched),
+                keys_deleted=_by_family(present),
+                keys_named=_by_family(named),
+                queries_restored=_kinds(plan),
+                outbox_pending=pending,
+                outbox_of_batched_above=len(of_batched),
+                outbox_examples=of_batched[:EXAMPLES],
+                journal=None if journal is None else str(journal),
+            )
+            if dry_run:
+                return report
+            now = await lease.acquire()  # the commit is fenced by the lease, as a collector's
+            if lease.value is None:
+                raise NamespaceHeld(_lease_message(namespace, now, lease_s))
+            try:
+                await pipeline.apply([Rewind(to_block)])
+            except LeaseLost:
+                raise NamespaceHeld(_lease_message(namespace, None, lease_s)) from None
+            except ConcurrentWriterError:
+                raise NamespaceHeld(
+                    f"namespace {namespace!r}: a collector committed while the rewind was "
+                    "prepared; nothing was rewound. Stop every collector of the namespace, "
+                    "then rewind again"
+                ) from None
+            assert dump_state(pipeline.state) == dump_state(plan)  # the step that was planned
+            return report
+        finally:
+            await lease.release()
+            await pipeline.close()
+
+    return await work()
+
+
+def _lease_message(namespace: str, now: LeaseHolder | None, lease_s: float) -> str:
+    by = f" held by {now}" if now is not None else " taken meanwhile"
+    return (
+        f"namespace {namespace!r} is held by a running collector (lease "
+        f"{StoreLayout(namespace).lease}{by}); nothing was rewound: stop every collector of "
+        "the namespace (active and standby), then rewind again (a collector that died "
+        f"leaves the lease for at most SEQ_HA_LEASE_S, {lease_s:g} s)"
+    )
 
 
 def _loaded(raw: bytes, namespace: str) -> State:
@@ -317,7 +345,13 @@ async def rewind_command(
     budget = settings.timeouts.redis_operation
     try:
         return await rewind_namespace(
-            redis, namespace, to_block, dry_run=dry_run, journal=journal, timeouts=settings.timeouts
+            redis,
+            namespace,
+            to_block,
+            dry_run=dry_run,
+            journal=journal,
+            timeouts=settings.timeouts,
+            lease_s=settings.ha_lease_s,
         )
     except (RedisError, OSError, TimeoutError) as exc:
         raise DependencyError(

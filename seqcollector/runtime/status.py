@@ -1,7 +1,8 @@
 """`seqcollector status`: what a namespace holds, read from Redis (and the chain's head when
 an RPC node answers): the checkpoint, the committed head, the open windows per market, the
 pending queries, the day records, the outbox depth by lane and its oldest entry, the size
-of the stored state. Reads only; safe beside a running collector.
+of the stored state, and who holds the lease (active/standby: holder, fencing token, TTL
+left). Reads only; safe beside a running collector.
 
 The outbox's lanes are learnt from the entries' bodies (`runtime.outbox.lane_of`), read in
 pages of `PAGE` ids; the oldest pending entry is the lowest score (emission order)."""
@@ -25,6 +26,7 @@ from seqcollector.errors import DependencyError
 from seqcollector.runtime.cleanup import NoStoredState
 from seqcollector.runtime.executor import redis_client
 from seqcollector.runtime.layout import StoreLayout, decode_entry, decode_record
+from seqcollector.runtime.lease import read_lease
 from seqcollector.runtime.outbox import lane_of
 from seqcollector.runtime.startup import describe_failure
 from seqcollector.sources.rpc import RpcPool
@@ -58,6 +60,9 @@ class Status(msgspec.Struct):
     outbox_pending: dict[str, int]  # by lane
     outbox_oldest_id: str | None
     counters: dict[str, int]
+    lease_holder: str | None = None  # `<ns>:lease`: host:pid:random of the active collector
+    lease_token: int | None = None  # its fencing token
+    lease_ttl_ms: int | None = None  # left before it expires
 
 
 async def read_status(
@@ -97,6 +102,7 @@ async def read_status(
     for q in queries.pending(state):
         kinds[type(q).__name__] = kinds.get(type(q).__name__, 0) + 1
     lanes, oldest = await _outbox(redis, layout)
+    held, ttl_ms = await read_lease(redis, namespace)
     committed = record.block
     return Status(
         namespace,
@@ -112,6 +118,9 @@ async def read_status(
         lanes,
         oldest,
         dict(sorted(state.counters.items())),
+        lease_holder=held.holder if held else None,
+        lease_token=held.token if held else None,
+        lease_ttl_ms=ttl_ms if held else None,
     )
 
 

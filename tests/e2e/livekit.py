@@ -146,6 +146,8 @@ class CollectorProcess:
             "BATCH_SIZE": "2",
             "BLOCK_TIME": "0.2",
             "SEQ_START_BLOCK": str(world.ready_block + 1),
+            # a restart after kill -9 waits for the dead process's lease to expire
+            "SEQ_HA_LEASE_S": "3",
             **LOOPBACK_API,
             **(extra_env or {}),
         }
@@ -181,6 +183,18 @@ class CollectorProcess:
             ) from None
         assert code == 0, f"collector exited with {code}: {self.log()}"
         return time.monotonic() - started
+
+    def pause(self) -> None:
+        """SIGSTOP: the process stops where it is (nothing runs, nothing is released)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def lines(self) -> list[str]:
+        return self.log_path.read_text(errors="replace").splitlines()
 
     def wait(self, timeout_s: float = 60.0) -> int:
         """Wait for the collector to exit by itself -> its exit code."""

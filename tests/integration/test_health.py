@@ -344,3 +344,26 @@ async def test_a_collector_failing_its_commits_raises_the_alarm_and_clears_it(
         value(parsed, "seqcollector_error_rate_transitions_total", transition="recovered") == pairs
     )
     await redis.aclose()
+
+
+async def test_a_standby_is_live_and_answers_ready_503_standby(redis_url: str) -> None:
+    """Active/standby: while `run` waits for the lease it is live, not ready, and says
+    who holds the lease; the takeover (`started`) makes it an ordinary collector again."""
+    redis = aioredis.Redis.from_url(redis_url)
+    health = Health(redis, NS, HealthLimits(redis_timeout_s=2.0))
+    health.standby("lease held by box:7:beef, token 3")
+    async with serving(probe_routes(health, Metrics())) as url:
+        status, body = await get_json(url + "/ready")
+        assert (status, body["status"]) == (503, "standby"), body
+        assert body["failing"] == ["lease"]
+        assert body["checks"]["lease"]["detail"] == "standby: lease held by box:7:beef, token 3"
+        assert body["checks"]["redis"]["ok"] is True
+        status, live = await get_json(url + "/health")
+        assert (status, live["detail"]) == (200, "standby: lease held by box:7:beef, token 3")
+        health.started(None, 0)
+        status, body = await get_json(url + "/ready")
+        assert body["status"] != "standby" and "lease" not in body["checks"], body
+        health.stopped()
+        health.standby("lease held by other:1:aa, token 4")  # lost it: standing by again
+        assert (await get_json(url + "/health"))[0] == 200
+    await redis.aclose()

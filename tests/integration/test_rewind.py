@@ -40,6 +40,7 @@ from seqcollector.runtime.alive import alive_key, holder, keep_alive
 from seqcollector.runtime.cleanup import NoStoredState
 from seqcollector.runtime.executor import RedisExecutor, embedded_redis
 from seqcollector.runtime.layout import StoreLayout
+from seqcollector.runtime.lease import Lease
 from seqcollector.runtime.pipeline import ResumeError
 from seqcollector.runtime.replay import replay_journal
 from seqcollector.runtime.rewind import NamespaceHeld, RewindRefused, rewind_namespace
@@ -179,8 +180,11 @@ async def test_a_recorded_namespace_rewound_with_its_journal_records_on(
 
 async def stored_bytes(redis: aioredis.Redis) -> dict[bytes, bytes | None]:
     layout = StoreLayout(NS)
+    # the fencing token counter moves whenever the rewind takes the lease (runtime.lease)
     found = {
-        k: await redis.dump(k) for k in sorted(await redis.keys("*")) if k != b"finalizerQueue"
+        k: await redis.dump(k)
+        for k in sorted(await redis.keys("*"))
+        if k != b"finalizerQueue" and not k.endswith(b":lease:token")
     }
     found[b"queue"] = json.dumps([i.decode() for i in await queue(redis)]).encode()
     found[b"state"] = await redis.get(layout.state)
@@ -240,6 +244,33 @@ async def test_a_live_holder_is_refused_by_name_until_it_stops(redis_url: str) -
     assert await holder(redis, NS) is None  # deleted when it stopped
     done = await rewind_namespace(redis, NS, TO)
     assert done.to_block == TO
+    await redis.aclose()
+
+
+async def test_a_live_lease_holder_is_refused_and_the_rewind_takes_the_lease(
+    redis_url: str,
+) -> None:
+    """Active/standby: refused while another process holds `<ns>:lease`; once it is free
+    the rewind takes the lease for its commit (fenced) and releases it."""
+    redis = aioredis.Redis.from_url(redis_url)
+    await run(redis, SyntheticWorld(spec()), stop_at=HEAD)
+    held = await stored_bytes(redis)
+    active = Lease(redis, NS, ttl_s=30, holder="box:7:beef")
+    await active.acquire()
+    for dry_run in (True, False):
+        with pytest.raises(NamespaceHeld) as refused:
+            await rewind_namespace(redis, NS, TO, dry_run=dry_run)
+        message = str(refused.value)
+        assert f"lease {NS}:lease held by box:7:beef, token 1" in message
+        assert "nothing was rewound" in message and "standby" in message
+    now = await stored_bytes(redis)
+    now.pop(StoreLayout(NS).lease.encode())
+    assert now == held
+    await active.release()
+    done = await rewind_namespace(redis, NS, TO)
+    assert done.to_block == TO
+    assert await redis.get(StoreLayout(NS).lease) is None  # released
+    assert await redis.get(StoreLayout(NS).lease_token) == b"2"  # it took the lease once
     await redis.aclose()
 
 

@@ -17,6 +17,7 @@ from seqcollector.core.config import CoreConfig
 from seqcollector.core.effects import Alert, RelayerCall
 from seqcollector.core.inputs import Block, MarketParams
 from seqcollector.runtime.executor import RedisExecutor, redis_client
+from seqcollector.runtime.lease import Lease
 from seqcollector.runtime.status import read_status
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -66,6 +67,18 @@ async def test_status_of_a_namespace(redis_url: str) -> None:
     [market] = found.markets
     assert market.day == 3 and market.open_windows == [] and market.pending_markers == []
     assert found.state_format == 3 and found.state_bytes > 0
+    assert (found.lease_holder, found.lease_token, found.lease_ttl_ms) == (None, None, None)
+
+
+async def test_status_shows_the_lease_holder_and_token(redis_url: str) -> None:
+    await stored(redis_url, "st")
+    redis = redis_client(redis_url)
+    lease = Lease(redis, "st", ttl_s=30, holder="box:42:cafe")
+    await lease.acquire()
+    found = await read_status(redis, "st")
+    await redis.aclose()
+    assert (found.lease_holder, found.lease_token) == ("box:42:cafe", 1)
+    assert found.lease_ttl_ms is not None and 0 < found.lease_ttl_ms <= 30_000
 
 
 def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -43,7 +43,7 @@ def test_every_invariant_holds_with_every_fault_on_the_evm(seed: int, tmp_path: 
         run_simulation, SimSpec(seed=seed, faults=frozenset(KINDS), **SMALL), tmp_path
     )
     assert [i.name for i in record.invariants if not i.ok] == [], record.invariants
-    assert len(record.invariants) == 7  # the batching ones, rewards (final, periodic), twin
+    assert len(record.invariants) == 8  # batching, failover fence, rewards (final, periodic), twin
     assert record.summary["rpc faults injected"] > 0  # rpc and lag are real here
     over, _ = str(record.summary["market-days over / final update due"]).split(" / ")
     assert int(over) >= 1  # a day rolled over (a reorg may orphan a market's closing block)

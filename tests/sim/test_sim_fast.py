@@ -32,7 +32,7 @@ def simulate(spec: SimSpec, out: Path) -> object:
 def test_every_invariant_holds_with_every_fault(seed: int, tmp_path: Path) -> None:
     record = simulate(SimSpec(seed=seed, faults=frozenset(KINDS), **SMALL), tmp_path)
     assert all(i.ok for i in record.invariants), record.invariants  # type: ignore[attr-defined]
-    assert len(record.invariants) == 5  # type: ignore[attr-defined]
+    assert len(record.invariants) == 6  # type: ignore[attr-defined]
 
 
 def test_same_seed_same_digest_and_replay_agrees(tmp_path: Path) -> None:
