@@ -490,10 +490,17 @@ local new_ck, state, nrows, ncounters = ARGV[3], ARGV[4], tonumber(ARGV[5]), ton
 local first_row, first_op = 8, 8 + 3 * nrows
 local problems, seen = {}, {}
 
--- 0. The fence: the lease must still be ours (before anything is read or written).
+-- 0. The fence: the lease must still be ours (before anything is read or written). A lease
+-- gone with the checkpoint it guarded is Redis losing data (FLUSHALL, a restart without
+-- persistence), reported as such, not as a lease lost to another process.
 if ARGV[7] ~= '' then
   local held = redis.call('GET', lkey)
-  if held ~= ARGV[7] then return {'lease', held} end
+  if held ~= ARGV[7] then
+    if held == false and ARGV[1] == 'E' and redis.call('EXISTS', ckey) == 0 then
+      return {'lost', redis.call('EXISTS', skey) == 0 and 1 or 0}
+    end
+    return {'lease', held}
+  end
 end
 
 local function type_of(key)
