@@ -34,6 +34,7 @@ from rich.text import Text
 
 from seqcollector.errors import EXIT_DEPENDENCY, EXIT_SETTINGS, OperatorError
 from seqcollector.journal import read_header
+from seqcollector.journal_dir import first_head
 
 if TYPE_CHECKING:
     from seqcollector.config import Settings
@@ -156,7 +157,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("journal", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("journal", type=click.Path(path_type=Path))
 @click.option("--redis", "redis_url", default=None, help="Redis URL; default: embedded store.")
 @click.option(
     "--effects-out",
@@ -171,6 +172,15 @@ def main() -> None:
     help="Key prefix of the replay's state, checkpoint and outbox.",
 )
 @click.option("--resume", is_flag=True, help="Continue a replay the store already holds.")
+@click.option(
+    "--from-block",
+    type=click.IntRange(0),
+    default=None,
+    help="Rebuild the state before this block without its effects; effects from here on.",
+)
+@click.option(
+    "--to-block", type=click.IntRange(0), default=None, help="Stop after this block's inputs."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @one_line_errors
 def replay(
@@ -179,25 +189,35 @@ def replay(
     effects_out: Path | None,
     namespace: str,
     resume: bool,
+    from_block: int | None,
+    to_block: int | None,
     quiet: bool,
 ) -> None:
-    """Feed JOURNAL through the core and executor; the last line is `digest <sha256>`."""
+    """Feed JOURNAL (a file, or a SEQ_JOURNAL_DIR directory of segments) through the core
+    and executor; the last line is `digest <sha256>`."""
     from seqcollector.config import mask_url, redis_url_option, setting_from_env
     from seqcollector.runtime.executor import embedded_redis, redis_client
     from seqcollector.runtime.replay import replay_journal
     from seqcollector.runtime.startup import StartupRetry, check_redis
 
     _logs_from_env(urls=[redis_url or ""])
-    if not journal.is_file():
+    if journal.is_dir():
+        first_head(journal)  # JournalError: one line naming the segment and offset
+    elif journal.is_file():
+        read_header(journal)  # JournalError: one line naming the file, line and field
+    else:
         _fail(
-            f"journal {journal} does not exist: give the path of a .jsonl journal", EXIT_BAD_INPUT
+            f"journal {journal} does not exist: give the path of a .jsonl journal or of a "
+            "journal directory (SEQ_JOURNAL_DIR/<namespace>)",
+            EXIT_BAD_INPUT,
         )
-    read_header(journal)  # JournalError: one line naming the file, line and field
+    if from_block is not None and to_block is not None and to_block < from_block:
+        _fail(f"--to-block {to_block} is below --from-block {from_block}", EXIT_BAD_INPUT)
     if redis_url is not None:
         redis_url = redis_url_option(redis_url, "--redis")
         retry = StartupRetry(setting_from_env("SEQ_STARTUP_TIMEOUT_S"))
         anyio.run(check_redis, redis_url, mask_url(redis_url), "--redis", retry)
-    total = journal.stat().st_size
+    total = None if journal.is_dir() else journal.stat().st_size
 
     async def go(out: IO[bytes] | None) -> None:
         client = redis_client(redis_url) if redis_url else embedded_redis()
@@ -221,6 +241,8 @@ def replay(
                     resume,
                     on_progress=lambda done: progress.update(task, completed=done),
                     redis_timeout_s=setting_from_env("TIMEOUT_REDIS_OPERATION"),
+                    from_block=from_block,
+                    to_block=to_block,
                 )
                 progress.update(task, completed=total)
         except RedisError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import msgspec
 
@@ -47,6 +47,18 @@ def encode_effect(effect: Effect) -> bytes:
     return _encoder.encode(effect)
 
 
+class InputJournal(Protocol):
+    """What `Pipeline` journals into: one file (`JournalWriter`, `run --record FILE`) or a
+    directory of segments (`journal_dir.SegmentedJournal`, SEQ_JOURNAL_DIR)."""
+
+    def write_many(self, inputs: Iterable[Input]) -> None: ...
+    def flush(self) -> None: ...
+    def position(self) -> int: ...
+    def truncate(self, size: int) -> None: ...
+    async def committed(self, seq: int, state: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
 class JournalWriter:
     """Appends inputs to a journal file, flushed line by line (a crash loses no full line)."""
 
@@ -65,6 +77,14 @@ class JournalWriter:
 
     def flush(self) -> None:
         self._file.flush()
+
+    def position(self) -> int:
+        """The journal's size in bytes, flushed (to `truncate` back to if a group fails)."""
+        self._file.flush()
+        return self.path.stat().st_size
+
+    async def committed(self, seq: int, state: bytes) -> None:
+        """The commit of inputs up to `seq` landed (a single file has nothing to rotate)."""
 
     def truncate(self, size: int) -> None:
         """Drop everything after byte `size` (inputs whose commit failed)."""

@@ -31,6 +31,7 @@ from seqcollector.api.server import serve
 from seqcollector.config import Settings, mask_url
 from seqcollector.core.effects import QueryEligibleOnChain
 from seqcollector.errors import DependencyError
+from seqcollector.journal_dir import JournalDirSpec, spec_from_settings
 from seqcollector.runtime.alive import keep_alive
 from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for, run_beside
 from seqcollector.runtime.compose import Delivery, compose_collector
@@ -78,6 +79,25 @@ def params_block(first: int) -> int:
     return max(first - 1, 0)
 
 
+def journal_of(
+    settings: Settings, namespace: str, record: Path | None
+) -> Path | JournalDirSpec | None:
+    """`--record FILE`, else SEQ_JOURNAL_DIR/<namespace> (`off`: none, logged loudly)."""
+    if record is not None:
+        return record
+    spec = spec_from_settings(settings, namespace)
+    if spec is None:
+        log.warning(
+            "journal_off",
+            setting="SEQ_JOURNAL_DIR",
+            hint="no journal is written: an incident cannot be replayed and a Redis that "
+            "loses its data cannot be rebuilt; unset SEQ_JOURNAL_DIR to journal again",
+        )
+    else:
+        log.info("journal_dir", path=str(spec.path))
+    return spec
+
+
 def redis_db_setting(settings: Settings) -> str:
     return "SEQ_REDIS_URL" if settings.redis_url_override else "REDIS_DB"
 
@@ -110,8 +130,9 @@ async def run_live(
     stop_when: Callable[[Pipeline], bool] | None = None,
     handle_signals: bool = True,
 ) -> str | None:
-    """Run until SIGINT/SIGTERM (or `stop_when`); returns the recorded journal's effects
-    digest, if recording. `providers` add in-process nodes (eth-tester) to RPC_NODES.
+    """Run until SIGINT/SIGTERM (or `stop_when`); returns the journal's effects digest
+    (`replay` of the `--record` file, or of the SEQ_JOURNAL_DIR directory, gives the same),
+    None when SEQ_JOURNAL_DIR=off. `providers` add in-process nodes (eth-tester) to RPC_NODES.
 
     The read API, /health, /ready and /metrics (`api.collector_app`) are served from the
     start, beside the collector, on SEQ_API_HOST:SEQ_API_PORT unless SEQ_API_ENABLED=false;
@@ -197,7 +218,7 @@ async def _run_live(
             config,
             Delivery.from_settings(settings),
             timeouts=settings.timeouts,
-            journal=record,
+            journal=journal_of(settings, namespace, record),
             workers=workers,
             reporter=reporter,
             handle_signals=handle_signals,

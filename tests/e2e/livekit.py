@@ -147,6 +147,7 @@ class CollectorProcess:
             "BLOCK_TIME": "0.2",
             "SEQ_START_BLOCK": str(world.ready_block + 1),
             **LOOPBACK_API,
+            "SEQ_JOURNAL_DIR": str(log_path.parent / "journal"),
             **(extra_env or {}),
         }
         self.args = [sys.executable, "-m", "seqcollector", "run"]
