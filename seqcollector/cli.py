@@ -305,6 +305,82 @@ def run(config_path: str | None, record: Path | None, namespace: str) -> None:
 
 
 @main.command()
+@config_option
+@click.option("--from-block", type=click.IntRange(0), required=True, help="First block.")
+@click.option("--to-block", type=click.IntRange(0), required=True, help="Last block.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The journal to write (overwritten); default: record-A-B.jsonl.",
+)
+@one_line_errors
+def record(config_path: str | None, from_block: int, to_block: int, out: Path | None) -> None:
+    """Record blocks A..B from RPC_NODES, with the answers Redis gives now, into a journal;
+    no collector key is written. The last line is `digest <sha256>` (`replay OUT` too)."""
+    from seqcollector.config import load_settings
+    from seqcollector.runtime.record import record_range
+
+    if to_block < from_block:
+        _fail(f"--to-block {to_block} is below --from-block {from_block}", EXIT_BAD_INPUT)
+    settings = load_settings(config_path).require_run()
+    _logs_from(settings)
+    target = out or Path(f"record-{from_block}-{to_block}.jsonl")
+    result = anyio.run(record_range, settings, from_block, to_block, target)
+    err.print(
+        f"recorded blocks {from_block}..{to_block} into {result.journal}: {result.inputs} "
+        f"inputs, {result.blocks} blocks, {result.effects} effects (none executed)"
+    )
+    click.echo(f"digest {result.digest}")
+
+
+@main.command()
+@click.argument("journal", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--against",
+    "ref",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Another journal (file or directory), or a YAML configuration file to replay "
+    "JOURNAL under (its core settings, the environment applying as for run).",
+)
+@one_line_errors
+def diff(journal: Path, ref: Path) -> None:
+    """Show the first effect where JOURNAL and REF part, with its input (exit 1), or
+    `identical (N effects)` (exit 0). Core only: nothing is executed."""
+    from seqcollector.config import load_settings
+    from seqcollector.runtime.diff import config_under, describe, diff_streams, effects_of
+    from seqcollector.runtime.replay import open_source
+
+    _logs_from_env()
+    if ref.is_dir() or _is_journal(ref):
+        right = effects_of(ref)
+        label = str(ref)
+    else:
+        base = open_source(journal).config
+        config, named = config_under(base, load_settings(str(ref)))
+        if not named:
+            _fail(f"{ref} sets no core setting (BATCH_SIZE, ...): nothing to compare", 2)
+        right = effects_of(journal, config)
+        label = f"{journal} under {ref} ({', '.join(named)})"
+    result = diff_streams(effects_of(journal), right)
+    if result.identical:
+        click.echo(f"identical ({result.effects} effects)")
+        return
+    click.echo(f"the effects part after {result.effects} identical effects")
+    for line in describe(str(journal), result.left, result.effects):
+        click.echo(line)
+    for line in describe(label, result.right, result.effects):
+        click.echo(line)
+    sys.exit(1)
+
+
+def _is_journal(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(64).lstrip().startswith(b'{"format":"seqcollector-journal"')
+
+
+@main.command()
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option(
     "--epochs",
