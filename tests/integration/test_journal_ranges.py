@@ -104,3 +104,8 @@ def test_diff_of_two_journals_shows_where_they_part(tmp_path: Path) -> None:
     short.write_bytes(b"".join(lines[:at]))
     cut = CliRunner().invoke(main, ["diff", str(FIXTURE), "--against", str(short)])
     assert cut.exit_code == 1 and f"{short}: ends after" in cut.output
+
+
+def test_record_refuses_a_range_upside_down() -> None:
+    out = CliRunner().invoke(main, ["record", "--from-block", "9", "--to-block", "3"])
+    assert out.exit_code == 2 and "--to-block 3 is below --from-block 9" in out.output
