@@ -7,7 +7,15 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from bench import api_load, batch_prep, core_replay, live_chain, rewards_p1, sim_load
+from bench import (
+    api_load,
+    batch_prep,
+    core_replay,
+    journal_cost,
+    live_chain,
+    rewards_p1,
+    sim_load,
+)
 from sim.redis_server import RedisServer
 
 
@@ -130,6 +138,23 @@ def main() -> None:
         "HTTP polling (50 ms) p50 / p99 ms",
         f"{d['poll(50ms) p50 ms']:,.1f} / {d['poll(50ms) p99 ms']:,.1f}",
         "",
+    )
+
+    console.print("(h) journal cost at the head: 2,000 blocks one per commit, real Redis, x3...")
+    with RedisServer() as server:
+        h = journal_cost.run(server.url)
+    for i, mode in enumerate(journal_cost.MODES):
+        table.add_row(
+            "(h) journal cost" if i == 0 else "",
+            f"step p50 / p99 ms, journal {mode}",
+            f"{h[f'{mode} p50 ms']:.2f} / {h[f'{mode} p99 ms']:.2f}",
+            "",
+        )
+    table.add_row(
+        "",
+        "SEQ_JOURNAL_DIR p99 overhead ms (rotating)",
+        f"{h['dir p99 overhead ms']:.2f} ({h['dir+rotate p99 overhead ms']:.2f})",
+        _goal(h["dir p99 overhead ms"] <= 1.0, "<= 1 ms"),
     )
 
     console.print(
