@@ -26,9 +26,9 @@ from web3.providers.async_base import AsyncBaseProvider
 from seqcollector.config import Settings, mask_url
 from seqcollector.core import Block
 from seqcollector.core.effects import Effect, QueryEligibleOnChain
+from seqcollector.runtime.compose import Delivery, compose_collector
 from seqcollector.runtime.executor import Checkpoint, RedisExecutor, redis_client
 from seqcollector.runtime.live import params_block, redis_db_setting, wait_for_block
-from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.reward_answers import EligibleOnChainReader
 from seqcollector.runtime.startup import (
     StartupRetry,
@@ -41,7 +41,6 @@ from seqcollector.runtime.startup import (
 )
 from seqcollector.runtime.stored_days import read_stored_days
 from seqcollector.runtime.workers import WorkerPool
-from seqcollector.sources.follower import ChainFollower
 from seqcollector.sources.retrying import Backoff
 
 log = structlog.get_logger(__name__)
@@ -129,10 +128,11 @@ async def record_range(
                 timeout_s=settings.contract_query_timeout,
             )
             executor = ReadOnlyExecutor(redis)
-            pipeline = Pipeline(
+            root = compose_collector(  # the one composition root; its outbox is never run
                 executor,
                 config,
-                settings.timeouts,
+                Delivery("", "", ""),
+                timeouts=settings.timeouts,
                 journal=out,
                 workers=WorkerPool(
                     "batch preparation",
@@ -144,7 +144,10 @@ async def record_range(
                         pool.request, settings
                     )
                 },
+                handle_signals=False,
             )
+            stack.push_async_callback(root.dispatcher.aclose)
+            pipeline = root.pipeline()
             if out.exists():
                 out.unlink()  # a new recording (the pipeline resumes an existing journal)
             await pipeline.open()
@@ -152,15 +155,15 @@ async def record_range(
             await pipeline.apply(params)
             if config.rewards:  # as a fresh `run` does: the Go collector's day markers
                 with anyio.fail_after(settings.timeouts.redis_operation):
-                    await pipeline.apply(await read_stored_days(redis, config.markets))
-            follower = ChainFollower(
+                    stored = await read_stored_days(redis, config.markets)
+                await pipeline.apply(stored)
+            follower = root.follower(
+                pipeline,
                 pool,
-                config.protocol_state,
-                confirmations=settings.confirmations,
-                max_reorg_depth=config.max_reorg_depth,
                 start_block=from_block,
                 poll_interval_s=poll_s,
                 retry=Backoff.from_settings(settings),
+                confirmations=settings.confirmations,
                 attempt_timeout_s=settings.timeouts.block_fetch,
             )
             blocks = 0
