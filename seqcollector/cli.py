@@ -686,12 +686,13 @@ def rewind(
     )
     if r.journal is not None:
         verb = "would append" if dry_run else "appended"
-        out.print(Text(f"journal: {verb} the rewind to {r.journal} (`run --record` resumes it)"))
+        out.print(Text(f"journal: {verb} the rewind to {r.journal} (`run` resumes it)"))
     else:
         out.print(
             Text(
-                "journal: none given; if this namespace is recorded (`run --record FILE`), "
-                "rewind with --record FILE too, or `run --record FILE` refuses to resume"
+                "journal: none (SEQ_JOURNAL_DIR=off); if this namespace is recorded (`run "
+                "--record FILE`), rewind with --record FILE too, or `run --record FILE` "
+                "refuses to resume"
             )
         )
     out.print(
