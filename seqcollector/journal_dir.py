@@ -310,7 +310,11 @@ class SegmentedJournal:
         directory = self.spec.path
         directory.mkdir(parents=True, exist_ok=True)
         for tmp in directory.glob("seg-*.tmp"):
-            tmp.unlink()  # a compression a crash interrupted (the plain segment is kept)
+            tmp.unlink()  # a compression or a new segment a crash interrupted
+        for zst in directory.glob("seg-*.jsonl.zst"):
+            plain = zst.with_suffix("")  # renamed complete, then the plain one unlinked
+            if plain.exists():
+                plain.unlink()
         segs = list_segments(directory)
         self.committed_seq = seq
         if segs:
@@ -400,15 +404,14 @@ class SegmentedJournal:
             "state": base64.b64encode(state).decode(),
             "created_at": datetime.now(UTC).isoformat(),
         }
-        f = seg.path.open("wb")
-        try:
+        tmp = seg.path.with_name(seg.path.name + ".tmp")  # whole header, or no segment
+        with tmp.open("wb") as f:
             f.write(_encoder.encode(JournalHeader(config=self.config, meta=meta)) + b"\n")
             f.flush()
             os.fsync(f.fileno())
-            _fsync_dir(self.spec.path)
-        except BaseException:
-            f.close()
-            raise
+        os.replace(tmp, seg.path)
+        _fsync_dir(self.spec.path)
+        f = seg.path.open("ab")
         self._file, self._segment, self._blocks = f, seg, 0
         self._mark = (f.tell(), 0)
 

@@ -197,3 +197,23 @@ async def test_pipeline_open_with_a_directory(redis_url: str, tmp_path: Path) ->
     head = first_head(spec.path)
     assert head.base_seq == 1 and head.header.config == config
     await redis.aclose()
+
+
+async def test_a_crash_inside_a_rotation_leaves_a_journal_that_resumes(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Killed while writing the next segment's header (a .tmp), or between the compressed
+    copy's rename and the plain one's unlink: the next start cleans up and resumes."""
+    redis = aioredis.Redis.from_url(redis_url)
+    spec = tiny(tmp_path / "j")
+    await run_collector(redis, spec, stop_at_block=1060)
+    segs = list_segments(spec.path)
+    (spec.path / "seg-000000099999.jsonl.tmp").write_bytes(b'{"format":"seqcol')
+    plain = zstandard.ZstdDecompressor().stream_reader(segs[1].path.open("rb")).read()
+    segs[1].path.with_suffix("").write_bytes(plain)  # the plain copy, not yet unlinked
+    pipeline = await run_collector(redis, spec)
+    assert not list(spec.path.glob("*.tmp")) and not list(spec.path.glob("set-aside-*"))
+    assert not segs[1].path.with_suffix("").exists()
+    digest, _, _ = await replayed(spec.path)
+    assert pipeline.digest is not None and pipeline.digest.hexdigest() == digest
+    await redis.aclose()
