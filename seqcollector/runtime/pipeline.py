@@ -337,7 +337,14 @@ class Pipeline:
         if self.on_effects is not None:
             self.on_effects(effects)
         if self._journal is not None:  # a segment rotates after the commit that fills it
-            await self._journal.committed(self.seq, state_bytes)
+            try:
+                await self._journal.committed(self.seq, state_bytes)
+            except Exception:  # the group landed: it must not be retried for the journal's sake
+                log.exception(
+                    "journal_after_commit_failed",
+                    seq=self.seq,
+                    hint="the commit landed; journaling goes on in the open segment",
+                )
 
     def _step(self, inp: Input, seq: int) -> list[Effect]:
         """`core.step`; a raise (a bug in the core: it refuses bad input, never raises) becomes
