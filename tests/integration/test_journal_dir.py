@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio.to_thread
@@ -30,11 +31,19 @@ from seqcollector.journal_dir import (
     list_segments,
     read_dir,
 )
+from seqcollector.logs import reset_logging
 from seqcollector.runtime.executor import RedisExecutor, embedded_redis
 from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.replay import replay_journal
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _logs_reset() -> Iterator[None]:
+    """The commands run in this process configure the logs: undo it for the next tests."""
+    yield
+    reset_logging()
 
 
 def tiny(path: Path, retain_bytes: int = 2**40) -> JournalDirSpec:

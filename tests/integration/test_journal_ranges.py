@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -13,11 +14,19 @@ from click.testing import CliRunner
 from seqcollector.cli import main
 from seqcollector.core import Block, dump_state
 from seqcollector.journal import encode_effect
+from seqcollector.logs import reset_logging
 from seqcollector.runtime.diff import effects_of
 from seqcollector.runtime.executor import embedded_redis
 from seqcollector.runtime.replay import open_source, replay_journal
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "journals" / "one-market.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def _logs_reset() -> Iterator[None]:
+    """The commands run in this process configure the logs: undo it for the next tests."""
+    yield
+    reset_logging()
 
 
 def replay(path: Path, **kw: int | None) -> tuple[str, int, bytes, list[bytes]]:
