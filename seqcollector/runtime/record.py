@@ -3,11 +3,13 @@ journal, writing no collector key.
 
 The state before A is the empty one, as a fresh collector starting at A would have it
 (`live.first_block` with SEQ_START_BLOCK=A): the market parameters are read as of block A-1
-(`live.params_block`, ARCHIVE_RPC_NODES when set), then the blocks A..B and their logs come
-from RPC_NODES one by one, and each query the core makes is answered as `run` answers it
-(the submission sets and eligibility keys from Redis as they are now, the contract view from
-the node). The pipeline's executor only reads: its `commit` writes nothing, its `load` says
-the namespace is empty, so Redis is left as it was.
+(`live.params_block`, ARCHIVE_RPC_NODES when set). Unlike `run`, the day markers stored in
+Redis (`read_stored_days`, a switch from the Go collector) are not adopted: they are
+Redis's present, written by whatever ran after A, not the state at A. Then the blocks A..B
+and their logs come from RPC_NODES one by one, and each query the core makes is answered
+as `run` answers it (the submission sets and eligibility keys from Redis as they are now,
+the contract view from the node). The pipeline's executor only reads: its `commit` writes
+nothing, its `load` says the namespace is empty, so Redis is left as it was.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 
-import anyio
 import msgspec
 import redis.asyncio as aioredis
 import structlog
@@ -39,7 +40,6 @@ from seqcollector.runtime.startup import (
     read_market_params,
     with_retries,
 )
-from seqcollector.runtime.stored_days import read_stored_days
 from seqcollector.runtime.workers import WorkerPool
 from seqcollector.sources.retrying import Backoff
 
@@ -152,11 +152,7 @@ async def record_range(
                 out.unlink()  # a new recording (the pipeline resumes an existing journal)
             await pipeline.open()
             stack.push_async_callback(pipeline.close)
-            await pipeline.apply(params)
-            if config.rewards:  # as a fresh `run` does: the Go collector's day markers
-                with anyio.fail_after(settings.timeouts.redis_operation):
-                    stored = await read_stored_days(redis, config.markets)
-                await pipeline.apply(stored)
+            await pipeline.apply(params)  # no stored day markers adopted: see the module's doc
             follower = root.follower(
                 pipeline,
                 pool,

@@ -4,10 +4,14 @@ the range and the answers Redis gives go into a journal, and no key is written."
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from livekit import MARKETS as LIVE_MARKETS
+from livekit import CollectorProcess, LiveWorld
+from test_cli_errors import cli
 
 from seqcollector.config import load_settings
 from seqcollector.core import Block
@@ -16,8 +20,10 @@ from seqcollector.journal import read_inputs
 from seqcollector.runtime.executor import embedded_redis
 from seqcollector.runtime.record import record_range
 from seqcollector.runtime.replay import replay_journal
+from sim.anvil import Anvil
 from sim.contract import ProtocolStateClient, deploy_protocol_state
 from sim.ethtester import async_web3, deterministic_tester, mine
+from sim.relayer import Relayer
 
 pytestmark = pytest.mark.anyio
 MARKETS = ["0x" + "c3" * 20, "0x" + "d4" * 20]
@@ -89,3 +95,51 @@ async def replayed_queue(journal: Path) -> list[bytes]:
     store = embedded_redis()
     await replay_journal(journal, store, "r")
     return list(await store.lrange("finalizerQueue", 0, -1))
+
+
+@pytest.fixture
+async def world(anvil: Anvil, redis_url: str) -> AsyncIterator[LiveWorld]:
+    w = LiveWorld(anvil, redis_url)
+    await w.deploy(epochs_in_a_day=3)
+    yield w
+    await w.w3.provider.disconnect()
+    w.redis.close()
+
+
+async def test_record_on_the_command_line_matches_the_live_journal(
+    world: LiveWorld, relayer: Relayer, tmp_path: Path
+) -> None:
+    """`run` on anvil journals into SEQ_JOURNAL_DIR; `record` of the same blocks afterwards
+    (a subprocess, the same settings) writes no key and `diff` finds it identical."""
+    log = tmp_path / "c.log"
+    collector = CollectorProcess(world, relayer.url, log).start()
+    try:
+        for _ in range(2):
+            released = []
+            for market in LIVE_MARKETS:
+                epoch = await world.release(market)
+                for slot in range(1, 5):
+                    world.submit(market, epoch, f"project{slot % 3}", slot)
+                released.append((market, epoch))
+            world.advance()
+            for market, epoch in released:
+                world.wait_for(f"{epoch}", lambda m=market, e=epoch: world.batched(m, e))
+    finally:
+        collector.stop()
+    env = {**collector.env, "SEQ_JOURNAL_DIR": "off"}
+    head = json.loads(cli(env, "status", "--json").stdout)["committed_block"]
+    first = world.ready_block + 1
+    keys = sorted(world.redis.keys("*"))
+    dumps = [world.redis.dump(k) for k in keys]
+    out = tmp_path / "range.jsonl"
+    recorded = cli(
+        env, "record", "--from-block", str(first), "--to-block", str(head), "--out", str(out)
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    assert sorted(world.redis.keys("*")) == keys and [world.redis.dump(k) for k in keys] == dumps
+    digest = recorded.stdout.strip().splitlines()[-1]
+    assert digest == cli(env, "replay", str(out), "-q").stdout.strip().splitlines()[-1]
+    live = log.parent / "journal" / "seqcollector"
+    same = cli(env, "diff", str(out), "--against", str(live))
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert same.stdout.startswith("identical (")
