@@ -37,6 +37,7 @@ import msgspec
 import structlog
 import zstandard
 
+from seqcollector.config import ConfigError
 from seqcollector.core import Block, CoreConfig, Input, dump_state, load_state, step
 from seqcollector.journal import (
     EffectsDigest,
@@ -302,6 +303,18 @@ class SegmentedJournal:
     # -- opening, resuming ----------------------------------------------------------------
 
     def open(self, seq: int, state: bytes) -> EffectsDigest:
+        """`_open`; a directory that cannot be made or written is a `ConfigError` naming
+        SEQ_JOURNAL_DIR (exit 2)."""
+        try:
+            return self._open(seq, state)
+        except OSError as exc:
+            raise ConfigError(
+                "SEQ_JOURNAL_DIR",
+                f"cannot write the journal in {self.spec.path}: {exc.strerror or exc}; set it "
+                "to a writable directory, or to off to run without a journal",
+            ) from None
+
+    def _open(self, seq: int, state: bytes) -> EffectsDigest:
         """Start or resume for a store at input `seq` with committed `state`; returns the
         digest of the effects of the inputs the directory holds up to `seq` (the directory
         is replayed from its oldest segment and must reach `state`). A directory that does

@@ -22,6 +22,7 @@ from test_pipeline import (
 )
 
 from seqcollector.cli import main
+from seqcollector.config import ConfigError
 from seqcollector.core import dump_state
 from seqcollector.journal import JournalError
 from seqcollector.journal_dir import (
@@ -225,4 +226,16 @@ async def test_a_crash_inside_a_rotation_leaves_a_journal_that_resumes(
     assert not segs[1].path.with_suffix("").exists()
     digest, _, _ = await replayed(spec.path)
     assert pipeline.digest is not None and pipeline.digest.hexdigest() == digest
+    await redis.aclose()
+
+
+async def test_a_journal_dir_that_cannot_be_made_names_the_setting(
+    redis_url: str, tmp_path: Path
+) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    (tmp_path / "file").write_text("not a directory")
+    _, config = world_and_config()
+    pipeline = Pipeline(RedisExecutor(redis, NS), config, journal=tiny(tmp_path / "file" / "ns"))
+    with pytest.raises(ConfigError, match=r"^SEQ_JOURNAL_DIR: cannot write the journal in .*off"):
+        await pipeline.open()
     await redis.aclose()
