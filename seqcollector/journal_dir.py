@@ -22,6 +22,7 @@ the open segment never is.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import os
 import re
@@ -39,6 +40,7 @@ import zstandard
 
 from seqcollector.config import ConfigError
 from seqcollector.core import Block, CoreConfig, Input, dump_state, load_state, step
+from seqcollector.core.effects import Effect
 from seqcollector.journal import (
     EffectsDigest,
     JournalError,
@@ -94,13 +96,48 @@ class Segment:
 
 @dataclass(frozen=True)
 class SegmentHead:
-    """A segment's header: its first input's sequence number and the state before it."""
+    """A segment's header: its first input's sequence number, the state before it, and
+    the digest chain of the segments before it (`ChainedDigest`)."""
 
     segment: Segment
     header: JournalHeader
     base_seq: int
     state: bytes
     header_bytes: int  # length of the header line (where the inputs start)
+    chain: str = ""
+
+
+def chain_next(chain: str, segment_digest: str) -> str:
+    return hashlib.sha256(f"{chain}:{segment_digest}".encode()).hexdigest()
+
+
+class ChainedDigest:
+    """The effects digest of a journal directory: each segment's effects digest (sha256 of
+    its effect lines, as `EffectsDigest`) chained, chain_k = sha256(chain_k-1 ":" seg_k),
+    from chain_0 = "". Each segment's header holds the chain before it (meta `chain`), so a
+    restart replays only the open segment, and the digest still covers what retention
+    deleted. `hexdigest()`: the chain through the open segment; `run` reports it at its
+    stop and `replay DIR` prints it."""
+
+    def __init__(self, chain: str = "", out: IO[bytes] | None = None) -> None:
+        self.chain = chain
+        self._out = out
+        self._segment = EffectsDigest(out)
+        self.count = 0
+
+    def add(self, effects: Iterable[Effect]) -> None:
+        before = self._segment.count
+        self._segment.add(effects)
+        self.count += self._segment.count - before
+
+    def hexdigest(self) -> str:
+        return chain_next(self.chain, self._segment.hexdigest())
+
+    def next_segment(self) -> str:
+        """The open segment is closed: its digest joins the chain (returned)."""
+        self.chain = self.hexdigest()
+        self._segment = EffectsDigest(self._out)
+        return self.chain
 
 
 def segment_name(base_seq: int) -> str:
@@ -161,7 +198,8 @@ def read_head(seg: Segment) -> SegmentHead:
             f"{seg.path}: byte 0: the header says its first input is {base_seq}, the name "
             f"{seg.base_seq}; rename the segment after its header"
         )
-    return SegmentHead(seg, header, base_seq, state, len(line))
+    chain = header.meta.get("chain", "")
+    return SegmentHead(seg, header, base_seq, state, len(line), chain)
 
 
 def segment_inputs(seg: Segment, open_segment: bool = False) -> Iterator[tuple[int, int, Input]]:
@@ -287,6 +325,7 @@ class SegmentedJournal:
         self.spec = spec
         self.config = config
         self.committed_seq = 0
+        self.digest = ChainedDigest()  # `open` returns it; the pipeline adds the effects
         self._file: IO[bytes] | None = None
         self._segment: Segment | None = None
         self._blocks = 0
@@ -302,7 +341,7 @@ class SegmentedJournal:
 
     # -- opening, resuming ----------------------------------------------------------------
 
-    def open(self, seq: int, state: bytes) -> EffectsDigest:
+    def open(self, seq: int, state: bytes) -> ChainedDigest:
         """`_open`; a directory that cannot be made or written is a `ConfigError` naming
         SEQ_JOURNAL_DIR (exit 2)."""
         try:
@@ -314,12 +353,14 @@ class SegmentedJournal:
                 "to a writable directory, or to off to run without a journal",
             ) from None
 
-    def _open(self, seq: int, state: bytes) -> EffectsDigest:
+    def _open(self, seq: int, state: bytes) -> ChainedDigest:
         """Start or resume for a store at input `seq` with committed `state`; returns the
-        digest of the effects of the inputs the directory holds up to `seq` (the directory
-        is replayed from its oldest segment and must reach `state`). A directory that does
-        not lead there (another store, a rewind or a gap while journaling was off) is moved
-        to `set-aside-<time>/` with a warning, and a new segment starts at `seq + 1`."""
+        directory's digest up to `seq` (`ChainedDigest`: the pipeline adds each commit's
+        effects to it, the journal chains it at each rotation). The open segment is
+        replayed from its header's state and must reach `state` at `seq`. A directory that
+        does not lead there (another store, a rewind under another SEQ_JOURNAL_DIR, a gap
+        while journaling was off) is moved to `set-aside-<time>/` with a warning, and a new
+        segment starts at `seq + 1`."""
         directory = self.spec.path
         directory.mkdir(parents=True, exist_ok=True)
         for tmp in directory.glob("seg-*.tmp"):
@@ -330,15 +371,18 @@ class SegmentedJournal:
                 plain.unlink()
         segs = list_segments(directory)
         self.committed_seq = seq
+        self.digest = ChainedDigest()
         if segs:
             try:
-                digest, kept = self._replay_to(segs, seq, state)
+                digest, kept = self._replay_to(segs[-1], seq, state)
             except (JournalError, _Unfit) as exc:
                 self._set_aside(segs, str(exc))
             else:
                 last = segs[-1]
+                self.digest = digest
                 if last.compressed:
-                    self._start(seq + 1, state)
+                    self._start(seq + 1, state, digest.hexdigest())
+                    digest.next_segment()
                 else:
                     _drop_tail(last.path, kept)  # inputs written, never committed (a crash)
                     self._file = last.path.open("ab")
@@ -349,46 +393,35 @@ class SegmentedJournal:
                 self._compress_closed()
                 self._retain()
                 return digest
-        self._start(seq + 1, state)
-        return EffectsDigest()
+        self._start(seq + 1, state, self.digest.chain)
+        return self.digest
 
-    def _replay_to(
-        self, segs: list[Segment], seq: int, state_bytes: bytes
-    ) -> tuple[EffectsDigest, int]:
-        head = read_head(segs[0])
+    def _replay_to(self, last: Segment, seq: int, state_bytes: bytes) -> tuple[ChainedDigest, int]:
+        """Replay the last segment up to `seq` -> the digest there and the byte offset
+        after input `seq` (what to keep of the segment)."""
+        head = read_head(last)
         if head.header.config != self.config:
             raise _Unfit("the journal is of another core configuration")
         if head.base_seq - 1 > seq:
-            raise _Unfit(f"the journal starts at input {head.base_seq}, the store holds {seq}")
+            raise _Unfit(
+                f"the store holds inputs up to {seq} but the journal goes on to input "
+                f"{head.base_seq - 1} (a store restored from an older copy, or lost)"
+            )
         state = load_state(head.state)
-        digest = EffectsDigest()
-        reached, kept = head.base_seq - 1, 0
-        last = segs[-1]
-        for n, inp in read_dir(self.spec.path):
+        digest = ChainedDigest(head.chain)
+        reached, kept = head.base_seq - 1, head.header_bytes
+        for n, end, inp in segment_inputs(last, open_segment=not last.compressed):
             if n > seq:
+                if last.compressed:
+                    raise _Unfit(f"a closed segment holds inputs after {seq}, the store's last")
                 break
             digest.add(step(state, inp)[1])
-            reached = n
+            reached, kept = n, end
         if reached != seq or dump_state(state) != state_bytes:
             raise _Unfit(
                 f"the journal holds inputs up to {reached} and the store {seq}, or it replays "
                 "to another state"
             )
-        last_head = read_head(last)
-        if last_head.base_seq > seq + 1:
-            raise _Unfit(
-                f"the store holds inputs up to {seq} but closed segments go on to input "
-                f"{last_head.base_seq - 1} (a store restored from an older copy, or lost)"
-            )
-        if last.compressed:
-            if any(n > seq for n, _, _ in segment_inputs(last)):
-                raise _Unfit(f"a closed segment holds inputs after {seq}, the store's last")
-        else:
-            kept = last_head.header_bytes
-            for n, end, _ in segment_inputs(last, open_segment=True):
-                if n > seq:
-                    break
-                kept = end
         return digest, kept
 
     def _set_aside(self, segs: list[Segment], why: str) -> None:
@@ -409,11 +442,13 @@ class SegmentedJournal:
             "starts at the stored state, the old segments are kept in moved_to",
         )
 
-    def _start(self, base_seq: int, state: bytes) -> None:
-        """Open a new segment at `base_seq`, its header written and fsynced, and the dir."""
+    def _start(self, base_seq: int, state: bytes, chain: str) -> None:
+        """Open a new segment at `base_seq` (after `state`, the digest chain at `chain`),
+        its header written and fsynced, and the directory."""
         seg = Segment(self.spec.path / segment_name(base_seq), base_seq, False)
         meta = {
             "base_seq": str(base_seq),
+            "chain": chain,
             "state": base64.b64encode(state).decode(),
             "created_at": datetime.now(UTC).isoformat(),
         }
@@ -456,8 +491,9 @@ class SegmentedJournal:
             self._blocks = self._mark[1]
 
     async def committed(self, seq: int, state: bytes) -> None:
-        """After the commit of inputs up to `seq` landed: rotate when the open segment is
-        full (then compress the closed one and apply retention, in a worker thread)."""
+        """After the commit of inputs up to `seq` landed (its effects added to `digest`):
+        rotate when the open segment is full, chaining the digest (then compress the closed
+        segment and apply retention, in a worker thread)."""
         self.committed_seq = seq
         assert self._file is not None and self._segment is not None
         full_bytes = self._file.tell() >= self.spec.segment_bytes
@@ -467,7 +503,7 @@ class SegmentedJournal:
         try:
             old_file.flush()
             os.fsync(old_file.fileno())
-            self._start(seq + 1, state)
+            self._start(seq + 1, state, self.digest.hexdigest())
         except OSError as exc:  # the open segment stays open; the next commit tries again
             log.error(
                 "journal_rotation_failed",
@@ -476,6 +512,7 @@ class SegmentedJournal:
                 hint="check the disk under SEQ_JOURNAL_DIR; journaling goes on in the segment",
             )
             return
+        self.digest.next_segment()
         old_file.close()
         log.info("journal_rotated", closed=old.path.name, opened=segment_name(seq + 1))
         await anyio.to_thread.run_sync(self._after_rotation)

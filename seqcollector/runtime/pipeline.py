@@ -56,7 +56,7 @@ from seqcollector.journal import (
     read_header,
     read_inputs,
 )
-from seqcollector.journal_dir import JournalDirSpec, SegmentedJournal
+from seqcollector.journal_dir import ChainedDigest, JournalDirSpec, SegmentedJournal
 from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.executor import RedisExecutor
 from seqcollector.runtime.metrics import Metrics
@@ -192,7 +192,7 @@ class Pipeline:
         self.workers = workers or WorkerPool("batch preparation", 4, 5.0)
         self.state: State = new_state(config)
         self.seq = 0
-        self.digest: EffectsDigest | None = None
+        self.digest: EffectsDigest | ChainedDigest | None = None
         self._committed = dump_state(self.state)
         self.committed_head: BlockRef | None = None  # the head of the last commit that landed
         self.busy_s = 0.0  # time spent applying groups that landed (throughput figures)

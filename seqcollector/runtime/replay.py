@@ -21,7 +21,7 @@ from seqcollector.core.effects import Effect
 from seqcollector.core.state import State
 from seqcollector.errors import DependencyError
 from seqcollector.journal import EffectsDigest, read_header, read_inputs
-from seqcollector.journal_dir import first_head, read_dir
+from seqcollector.journal_dir import ChainedDigest, first_head, list_segments, read_dir
 from seqcollector.runtime.executor import RedisExecutor
 
 CHUNK_INPUTS = 1000
@@ -44,6 +44,8 @@ class Source(msgspec.Struct):
     state: State
     base_seq: int  # the seq of the first input (1, or a kept segment's)
     inputs: Iterator[tuple[int, int | None, Input]]
+    chain: str | None = None  # a directory: its first segment's digest chain
+    boundaries: frozenset[int] = frozenset()  # a directory: the seq each later segment starts
 
 
 def open_source(path: str | Path) -> Source:
@@ -52,7 +54,9 @@ def open_source(path: str | Path) -> Source:
     if Path(path).is_dir():
         head = first_head(path)
         inputs = ((seq, None, inp) for seq, inp in read_dir(path))
-        return Source(head.header.config, load_state(head.state), head.base_seq, inputs)
+        bases = frozenset(s.base_seq for s in list_segments(path)[1:])
+        state = load_state(head.state)
+        return Source(head.header.config, state, head.base_seq, inputs, head.chain, bases)
     header = read_header(path)
     numbered = (
         (seq, offset, inp) for seq, (_, offset, inp) in enumerate(read_inputs(path), start=1)
@@ -91,7 +95,9 @@ async def replay_journal(
     to_block: int | None = None,
 ) -> ReplayResult:
     """Replay `path` (a journal file or directory) into `redis` under `namespace`.
-    `on_progress(bytes_read)` shows progress (files only).
+    `on_progress(bytes_read)` shows progress (files only). The digest of a whole directory
+    is its `ChainedDigest` (the one `run` reports); of a file or a range, the sha256 of the
+    effects stream.
 
     `from_block`/`to_block`: the inputs before the first block from_block are stepped
     through the core to rebuild the state before it, their effects neither executed nor
@@ -111,7 +117,10 @@ async def replay_journal(
             f"namespace {namespace!r} already holds a replay up to input {applied}: "
             "pass --resume to continue it or --namespace to start a new one"
         )
-    digest = EffectsDigest(effects_out)
+    whole_dir = source.chain is not None and from_block is None and to_block is None
+    digest: EffectsDigest | ChainedDigest = (
+        ChainedDigest(source.chain or "", effects_out) if whole_dir else EffectsDigest(effects_out)
+    )
     pending: list[Effect] = []
     commits = inputs = 0
     seq = source.base_seq - 1
@@ -119,6 +128,8 @@ async def replay_journal(
         _, effects = step(state, inp)
         if not inside:
             continue
+        if isinstance(digest, ChainedDigest) and seq in source.boundaries:
+            digest.next_segment()  # as the run chained it when it rotated
         inputs += 1
         digest.add(effects)
         if seq <= applied:
@@ -130,6 +141,9 @@ async def replay_journal(
             pending = []
             if on_progress is not None and offset is not None:
                 on_progress(offset)
+    if isinstance(digest, ChainedDigest):  # segments after the last input (an empty open one)
+        for _ in sorted(b for b in source.boundaries if b > seq):
+            digest.next_segment()
     if seq > applied and inputs:
         with _redis_deadline(redis_timeout_s, f"committing inputs up to {seq}"):
             commits += await _commit(executor, seq, state, pending)

@@ -135,8 +135,10 @@ async def test_retention_keeps_the_open_segment_and_a_replayable_tail(
     assert segs[0].base_seq > 1  # the oldest were deleted
     assert sum(s.path.stat().st_size for s in segs[:-1]) <= 20_000
     assert first_head(spec.path).base_seq == segs[0].base_seq
-    _, _, state = await replayed(spec.path)  # from the oldest kept segment's state
+    digest, _, state = await replayed(spec.path)  # from the oldest kept segment's state
     assert state == dump_state(pipeline.state)
+    # the oldest kept header carries the digest chain of what was deleted
+    assert pipeline.digest is not None and pipeline.digest.hexdigest() == digest
     await redis.aclose()
 
 
