@@ -246,6 +246,16 @@ def head_for(directory: str | Path, seq: int) -> SegmentHead:
     return read_head(segs[-1])
 
 
+def last_seq(directory: str | Path) -> int:
+    """The sequence number of the directory's last whole input (its open segment alone is
+    read): with `head_for`, where a recovery that lost the store's checkpoint stops."""
+    last = _segments_or_fail(directory)[-1]
+    seq = read_head(last).base_seq - 1
+    for seq, _, _ in segment_inputs(last, open_segment=not last.compressed):
+        pass
+    return seq
+
+
 def _segments_or_fail(directory: str | Path) -> list[Segment]:
     if not Path(directory).is_dir():
         raise JournalError(f"{directory}: not a journal directory")

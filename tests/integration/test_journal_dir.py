@@ -29,6 +29,7 @@ from seqcollector.journal_dir import (
     JournalDirSpec,
     first_head,
     head_for,
+    last_seq,
     list_segments,
     read_dir,
 )
@@ -85,6 +86,7 @@ async def test_rotated_compressed_segments_replay_to_the_live_digest(
     assert mid.base_seq == segs[5].base_seq
     seqs = [n for n, _ in read_dir(spec.path, from_seq=mid.base_seq)]
     assert seqs == list(range(mid.base_seq, pipeline.seq + 1))
+    assert last_seq(spec.path) == pipeline.seq
     out = await cli("replay", str(spec.path), "-q")
     assert out.exit_code == 0, out.output
     assert out.output.strip().splitlines()[-1] == f"digest {digest}"
