@@ -250,10 +250,8 @@ def last_seq(directory: str | Path) -> int:
     """The sequence number of the directory's last whole input (its open segment alone is
     read): with `head_for`, where a recovery that lost the store's checkpoint stops."""
     last = _segments_or_fail(directory)[-1]
-    seq = read_head(last).base_seq - 1
-    for seq, _, _ in segment_inputs(last, open_segment=not last.compressed):
-        pass
-    return seq
+    seqs = (n for n, _, _ in segment_inputs(last, open_segment=not last.compressed))
+    return max(seqs, default=read_head(last).base_seq - 1)
 
 
 def _segments_or_fail(directory: str | Path) -> list[Segment]:
