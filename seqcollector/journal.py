@@ -3,6 +3,8 @@
 A journal is a header line (format, version, the `CoreConfig`) followed by one core input
 per line. An effects stream is one effect per line; its sha256 is the run's digest, so two
 versions of the collector can be compared on the same journal with `diff` or the digest.
+`run` journals by default into a directory of such journals, rotated and compressed
+(`journal_dir`); `run --record FILE` writes one file (`JournalWriter`).
 """
 
 from __future__ import annotations
