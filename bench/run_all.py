@@ -7,7 +7,16 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from bench import api_load, batch_prep, core_replay, live_chain, rewards_p1, sim_load, takeover
+from bench import (
+    api_load,
+    batch_prep,
+    core_replay,
+    journal_cost,
+    live_chain,
+    rewards_p1,
+    sim_load,
+    takeover,
+)
 from sim.redis_server import RedisServer
 
 
@@ -145,6 +154,22 @@ def main() -> None:
         f"commits lost to failover ({h['epochs']} epochs)",
         f"{h['commits lost to failover']}",
         _goal(h["commits lost to failover"] == 0, "0"),
+    )
+    console.print("(i) journal cost at the head: 2,000 blocks one per commit, real Redis, x3...")
+    with RedisServer() as server:
+        jc = journal_cost.run(server.url)
+    for i, mode in enumerate(journal_cost.MODES):
+        table.add_row(
+            "(i) journal cost" if i == 0 else "",
+            f"step p50 / p99 ms, journal {mode}",
+            f"{jc[f'{mode} p50 ms']:.2f} / {jc[f'{mode} p99 ms']:.2f}",
+            "",
+        )
+    table.add_row(
+        "",
+        "SEQ_JOURNAL_DIR p99 overhead ms (rotating)",
+        f"{jc['dir p99 overhead ms']:.2f} ({jc['dir+rotate p99 overhead ms']:.2f})",
+        _goal(jc["dir p99 overhead ms"] <= 1.0, "<= 1 ms"),
     )
 
     console.print(

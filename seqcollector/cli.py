@@ -34,6 +34,7 @@ from rich.text import Text
 
 from seqcollector.errors import EXIT_DEPENDENCY, EXIT_SETTINGS, OperatorError
 from seqcollector.journal import read_header
+from seqcollector.journal_dir import first_head
 
 if TYPE_CHECKING:
     from seqcollector.config import Settings
@@ -156,7 +157,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("journal", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("journal", type=click.Path(path_type=Path))
 @click.option("--redis", "redis_url", default=None, help="Redis URL; default: embedded store.")
 @click.option(
     "--effects-out",
@@ -171,6 +172,15 @@ def main() -> None:
     help="Key prefix of the replay's state, checkpoint and outbox.",
 )
 @click.option("--resume", is_flag=True, help="Continue a replay the store already holds.")
+@click.option(
+    "--from-block",
+    type=click.IntRange(0),
+    default=None,
+    help="Rebuild the state before this block without its effects; effects from here on.",
+)
+@click.option(
+    "--to-block", type=click.IntRange(0), default=None, help="Stop after this block's inputs."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @one_line_errors
 def replay(
@@ -179,25 +189,35 @@ def replay(
     effects_out: Path | None,
     namespace: str,
     resume: bool,
+    from_block: int | None,
+    to_block: int | None,
     quiet: bool,
 ) -> None:
-    """Feed JOURNAL through the core and executor; the last line is `digest <sha256>`."""
+    """Feed JOURNAL (a file, or a SEQ_JOURNAL_DIR directory of segments) through the core
+    and executor; the last line is `digest <sha256>`."""
     from seqcollector.config import mask_url, redis_url_option, setting_from_env
     from seqcollector.runtime.executor import embedded_redis, redis_client
     from seqcollector.runtime.replay import replay_journal
     from seqcollector.runtime.startup import StartupRetry, check_redis
 
     _logs_from_env(urls=[redis_url or ""])
-    if not journal.is_file():
+    if journal.is_dir():
+        first_head(journal)  # JournalError: one line naming the segment and offset
+    elif journal.is_file():
+        read_header(journal)  # JournalError: one line naming the file, line and field
+    else:
         _fail(
-            f"journal {journal} does not exist: give the path of a .jsonl journal", EXIT_BAD_INPUT
+            f"journal {journal} does not exist: give the path of a .jsonl journal or of a "
+            "journal directory (SEQ_JOURNAL_DIR/<namespace>)",
+            EXIT_BAD_INPUT,
         )
-    read_header(journal)  # JournalError: one line naming the file, line and field
+    if from_block is not None and to_block is not None and to_block < from_block:
+        _fail(f"--to-block {to_block} is below --from-block {from_block}", EXIT_BAD_INPUT)
     if redis_url is not None:
         redis_url = redis_url_option(redis_url, "--redis")
         retry = StartupRetry(setting_from_env("SEQ_STARTUP_TIMEOUT_S"))
         anyio.run(check_redis, redis_url, mask_url(redis_url), "--redis", retry)
-    total = journal.stat().st_size
+    total = None if journal.is_dir() else journal.stat().st_size
 
     async def go(out: IO[bytes] | None) -> None:
         client = redis_client(redis_url) if redis_url else embedded_redis()
@@ -221,6 +241,8 @@ def replay(
                     resume,
                     on_progress=lambda done: progress.update(task, completed=done),
                     redis_timeout_s=setting_from_env("TIMEOUT_REDIS_OPERATION"),
+                    from_block=from_block,
+                    to_block=to_block,
                 )
                 progress.update(task, completed=total)
         except RedisError as exc:
@@ -288,6 +310,82 @@ def run(config_path: str | None, record: Path | None, namespace: str, recover: b
     )
     if digest is not None:
         click.echo(f"digest {digest}")
+
+
+@main.command()
+@config_option
+@click.option("--from-block", type=click.IntRange(0), required=True, help="First block.")
+@click.option("--to-block", type=click.IntRange(0), required=True, help="Last block.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The journal to write (overwritten); default: record-A-B.jsonl.",
+)
+@one_line_errors
+def record(config_path: str | None, from_block: int, to_block: int, out: Path | None) -> None:
+    """Record blocks A..B from RPC_NODES, with the answers Redis gives now, into a journal;
+    no collector key is written. The last line is `digest <sha256>` (`replay OUT` too)."""
+    from seqcollector.config import load_settings
+    from seqcollector.runtime.record import record_range
+
+    if to_block < from_block:
+        _fail(f"--to-block {to_block} is below --from-block {from_block}", EXIT_BAD_INPUT)
+    settings = load_settings(config_path).require_run()
+    _logs_from(settings)
+    target = out or Path(f"record-{from_block}-{to_block}.jsonl")
+    result = anyio.run(record_range, settings, from_block, to_block, target)
+    err.print(
+        f"recorded blocks {from_block}..{to_block} into {result.journal}: {result.inputs} "
+        f"inputs, {result.blocks} blocks, {result.effects} effects (none executed)"
+    )
+    click.echo(f"digest {result.digest}")
+
+
+@main.command()
+@click.argument("journal", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--against",
+    "ref",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Another journal (file or directory), or a YAML configuration file to replay "
+    "JOURNAL under (its core settings, the environment applying as for run).",
+)
+@one_line_errors
+def diff(journal: Path, ref: Path) -> None:
+    """Show the first effect where JOURNAL and REF part, with its input (exit 1), or
+    `identical (N effects)` (exit 0). Core only: nothing is executed."""
+    from seqcollector.config import load_settings
+    from seqcollector.runtime.diff import config_under, describe, diff_streams, effects_of
+    from seqcollector.runtime.replay import open_source
+
+    _logs_from_env()
+    if ref.is_dir() or _is_journal(ref):
+        right = effects_of(ref)
+        label = str(ref)
+    else:
+        base = open_source(journal).config
+        config, named = config_under(base, load_settings(str(ref)))
+        if not named:
+            _fail(f"{ref} sets no core setting (BATCH_SIZE, ...): nothing to compare", 2)
+        right = effects_of(journal, config)
+        label = f"{journal} under {ref} ({', '.join(named)})"
+    result = diff_streams(effects_of(journal), right)
+    if result.identical:
+        click.echo(f"identical ({result.effects} effects)")
+        return
+    click.echo(f"the effects part after {result.effects} identical effects")
+    for line in describe(str(journal), result.left, result.effects):
+        click.echo(line)
+    for line in describe(label, result.right, result.effects):
+        click.echo(line)
+    sys.exit(1)
+
+
+def _is_journal(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(64).lstrip().startswith(b'{"format":"seqcollector-journal"')
 
 
 @main.command()
@@ -603,12 +701,13 @@ def rewind(
     )
     if r.journal is not None:
         verb = "would append" if dry_run else "appended"
-        out.print(Text(f"journal: {verb} the rewind to {r.journal} (`run --record` resumes it)"))
+        out.print(Text(f"journal: {verb} the rewind to {r.journal} (`run` resumes it)"))
     else:
         out.print(
             Text(
-                "journal: none given; if this namespace is recorded (`run --record FILE`), "
-                "rewind with --record FILE too, or `run --record FILE` refuses to resume"
+                "journal: none (SEQ_JOURNAL_DIR=off); if this namespace is recorded (`run "
+                "--record FILE`), rewind with --record FILE too, or `run --record FILE` "
+                "refuses to resume"
             )
         )
     out.print(

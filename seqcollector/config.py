@@ -196,6 +196,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Active/standby (`runtime.lease`): the lease's TTL; the active renews every third of it,
     # a standby takes over within about that long after the active stops renewing.
     ha_lease_s: float = 10.0
+    # `run`'s journal (journal_dir.py): segments in <journal_dir>/<namespace>; "off": none
+    journal_dir: str = "./journal"
+    journal_segment_mb: int = 64
+    journal_segment_blocks: int = 100_000
+    journal_retain_days: int = 30
+    journal_retain_gb: int = 20
     # Seed section 9.1 groups
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     worker_pool: WorkerPool = msgspec.field(default_factory=WorkerPool)
@@ -695,6 +701,19 @@ class _StartBlock(_Kind):
 
 
 @dataclass(frozen=True)
+class _JournalDir(_Kind):
+    """A directory path, or `off` (no journal: `run` logs `journal_off` at start)."""
+
+    def parse(self, raw: object) -> str:
+        text = _as_text(raw).strip()
+        if text.lower() == "off":
+            return "off"
+        if "\0" in text:
+            raise _Invalid("a path cannot hold a NUL byte")
+        return text
+
+
+@dataclass(frozen=True)
 class _PoolSize(_Kind):
     def parse(self, raw: object) -> int:
         if isinstance(raw, str) and raw.strip().lower() in ("gomaxprocs", "auto"):
@@ -796,6 +815,11 @@ _SPECS: Final[tuple[_Spec, ...]] = (
           _Int(0, 10 * 365 * 24 * 3600)),
     _Spec("SEQ_STARTUP_TIMEOUT_S", "startup_timeout_s", _Seconds(lo=0)),
     _Spec("SEQ_HA_LEASE_S", "ha_lease_s", _Seconds(lo=0.1, hi=3600)),
+    _Spec("SEQ_JOURNAL_DIR", "journal_dir", _JournalDir()),
+    _Spec("SEQ_JOURNAL_SEGMENT_MB", "journal_segment_mb", _Int(1, 65_536)),
+    _Spec("SEQ_JOURNAL_SEGMENT_BLOCKS", "journal_segment_blocks", _Int(1, 100_000_000)),
+    _Spec("SEQ_JOURNAL_RETAIN_DAYS", "journal_retain_days", _Int(1, 36_500)),
+    _Spec("SEQ_JOURNAL_RETAIN_GB", "journal_retain_gb", _Int(1, 1_000_000)),
     # Seed section 9.1. The Go names win where a timeout already had one.
     _Spec("EVENT_PROCESSING_TIMEOUT", "timeouts.event_processing", _Seconds(),
           aliases=("TIMEOUT_EVENT_PROCESSING",)),

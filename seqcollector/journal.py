@@ -3,6 +3,8 @@
 A journal is a header line (format, version, the `CoreConfig`) followed by one core input
 per line. An effects stream is one effect per line; its sha256 is the run's digest, so two
 versions of the collector can be compared on the same journal with `diff` or the digest.
+`run` journals by default into a directory of such journals, rotated and compressed
+(`journal_dir`); `run --record FILE` writes one file (`JournalWriter`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import msgspec
 
@@ -47,6 +49,18 @@ def encode_effect(effect: Effect) -> bytes:
     return _encoder.encode(effect)
 
 
+class InputJournal(Protocol):
+    """What `Pipeline` journals into: one file (`JournalWriter`, `run --record FILE`) or a
+    directory of segments (`journal_dir.SegmentedJournal`, SEQ_JOURNAL_DIR)."""
+
+    def write_many(self, inputs: Iterable[Input]) -> None: ...
+    def flush(self) -> None: ...
+    def position(self) -> int: ...
+    def truncate(self, size: int) -> None: ...
+    async def committed(self, seq: int, state: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
 class JournalWriter:
     """Appends inputs to a journal file, flushed line by line (a crash loses no full line)."""
 
@@ -65,6 +79,14 @@ class JournalWriter:
 
     def flush(self) -> None:
         self._file.flush()
+
+    def position(self) -> int:
+        """The journal's size in bytes, flushed (to `truncate` back to if a group fails)."""
+        self._file.flush()
+        return self.path.stat().st_size
+
+    async def committed(self, seq: int, state: bytes) -> None:
+        """The commit of inputs up to `seq` landed (a single file has nothing to rotate)."""
 
     def truncate(self, size: int) -> None:
         """Drop everything after byte `size` (inputs whose commit failed)."""

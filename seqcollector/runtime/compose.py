@@ -36,6 +36,7 @@ from seqcollector.core.effects import (
     QuerySubmissionSets,
 )
 from seqcollector.core.history import anchor_refs
+from seqcollector.journal_dir import JournalDirSpec
 from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.collector import Collector, InputSource
 from seqcollector.runtime.delivery_ledger import DeliveryLedger
@@ -108,7 +109,7 @@ class CollectorRoot:
     config: CoreConfig
     dispatcher: OutboxDispatcher
     timeouts: Timeouts = field(default_factory=Timeouts)
-    journal: Path | None = None
+    journal: Path | JournalDirSpec | None = None
     workers: WorkerPool | None = None
     answerers: Mapping[type[Any], Answerer] = field(default_factory=dict)
     before_read: Callable[[str], None] | None = None
@@ -234,7 +235,7 @@ def compose_collector(
     delivery: Delivery,
     *,
     timeouts: Timeouts | None = None,
-    journal: Path | None = None,
+    journal: Path | JournalDirSpec | None = None,
     workers: WorkerPool | None = None,
     answerers: Mapping[type[Any], Answerer] | None = None,
     before_read: Callable[[str], None] | None = None,

@@ -14,6 +14,10 @@ import os
 from pathlib import Path
 from typing import IO
 
+from seqcollector.journal_dir import JournalDirSpec
+
+LEDGER_NAME = "delivered.ledger"  # in a journal directory (SEQ_JOURNAL_DIR/<namespace>)
+
 
 class DeliveryLedger:
     def __init__(self, path: Path) -> None:
@@ -46,5 +50,12 @@ def delivered_ids(path: Path) -> set[str]:
 
 
 def ledger_beside(journal: Path) -> Path:
-    """Where the ledger of a run recorded into `journal` lives."""
+    """Where the ledger of a run recorded into `journal` (`--record FILE`) lives."""
     return journal.with_name(journal.name + ".delivered")
+
+
+def ledger_of(journal: Path | JournalDirSpec) -> Path:
+    """The ledger of a run journaling into `journal`: beside a file, inside a directory."""
+    if isinstance(journal, Path):
+        return ledger_beside(journal)
+    return journal.path / LEDGER_NAME

@@ -44,12 +44,13 @@ from seqcollector.config import Settings, mask_url
 from seqcollector.core.effects import QueryEligibleOnChain, QuerySubmissionSets
 from seqcollector.core.inputs import MarketParams
 from seqcollector.errors import DependencyError, SettingsError
+from seqcollector.journal_dir import JournalDirSpec, spec_from_settings
 from seqcollector.runtime.alive import keep_alive
 from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for, run_beside
 from seqcollector.runtime.collector import Collector
 from seqcollector.runtime.compose import CollectorRoot, Delivery, compose_collector
-from seqcollector.runtime.delivery_ledger import DeliveryLedger, ledger_beside
+from seqcollector.runtime.delivery_ledger import DeliveryLedger, ledger_of
 from seqcollector.runtime.executor import Checkpoint, RedisDataLost, RedisExecutor, redis_client
 from seqcollector.runtime.failures import Failure, FailureReporter
 from seqcollector.runtime.health import Health
@@ -97,6 +98,25 @@ def params_block(first: int) -> int:
     return max(first - 1, 0)
 
 
+def journal_of(
+    settings: Settings, namespace: str, record: Path | None
+) -> Path | JournalDirSpec | None:
+    """`--record FILE`, else SEQ_JOURNAL_DIR/<namespace> (`off`: none, logged loudly)."""
+    if record is not None:
+        return record
+    spec = spec_from_settings(settings, namespace)
+    if spec is None:
+        log.warning(
+            "journal_off",
+            setting="SEQ_JOURNAL_DIR",
+            hint="no journal is written: an incident cannot be replayed and a Redis that "
+            "loses its data cannot be rebuilt; unset SEQ_JOURNAL_DIR to journal again",
+        )
+    else:
+        log.info("journal_dir", path=str(spec.path))
+    return spec
+
+
 def redis_db_setting(settings: Settings) -> str:
     return "SEQ_REDIS_URL" if settings.redis_url_override else "REDIS_DB"
 
@@ -130,8 +150,9 @@ async def run_live(
     handle_signals: bool = True,
     recover: bool = False,
 ) -> str | None:
-    """Run until SIGINT/SIGTERM (or `stop_when`); returns the recorded journal's effects
-    digest, if recording. `providers` add in-process nodes (eth-tester) to RPC_NODES.
+    """Run until SIGINT/SIGTERM (or `stop_when`); returns the journal's effects digest
+    (`replay` of the `--record` file, or of the SEQ_JOURNAL_DIR directory, gives the same),
+    None when SEQ_JOURNAL_DIR=off. `providers` add in-process nodes (eth-tester) to RPC_NODES.
 
     The read API, /health, /ready and /metrics (`api.collector_app`) are served from the
     start, beside the collector, on SEQ_API_HOST:SEQ_API_PORT unless SEQ_API_ENABLED=false;
@@ -357,6 +378,7 @@ async def _active(
     poll_s = min(1.0, max(settings.block_time / 4, 0.05))
     nodes = f"RPC_NODES ({', '.join(pool.endpoints)})"
     log.info("active", holder=lease.holder, token=lease.token, key=lease.key)
+    journal = journal_of(settings, namespace, record)
     async with AsyncExitStack() as stack:
 
         async def take_over() -> tuple[
@@ -375,7 +397,7 @@ async def _active(
                 config,
                 Delivery.from_settings(settings),
                 timeouts=settings.timeouts,
-                journal=record,
+                journal=journal,
                 workers=workers,
                 reporter=reporter,
                 handle_signals=False,  # `_on_signals` stops it (`_Stop`)
@@ -388,7 +410,7 @@ async def _active(
                 metrics=metrics,
                 health=health,
                 lease=lease,
-                ledger=DeliveryLedger(ledger_beside(record)) if record is not None else None,
+                ledger=DeliveryLedger(ledger_of(journal)) if journal is not None else None,
             )
             pipeline = root.pipeline()
             try:
@@ -506,13 +528,15 @@ async def _recover(
     redis: Any,
     reporter: FailureReporter,
 ) -> None:
-    if record is None:
+    journal = journal_of(settings, namespace, record)
+    if journal is None:
         raise SettingsError(
-            "--recover rebuilds Redis from the journal the collector recorded: give it with "
-            "--record FILE"
+            "--recover rebuilds Redis from the journal the collector recorded, and "
+            "SEQ_JOURNAL_DIR=off: give the journal with --record FILE, or SEQ_JOURNAL_DIR"
         )
+    path = journal if isinstance(journal, Path) else journal.path
     report = await recover(
-        record, ledger_beside(record), redis, namespace, settings.timeouts.redis_operation
+        path, ledger_of(journal), redis, namespace, settings.timeouts.redis_operation
     )
     failure = Failure(
         "redis_recovery",

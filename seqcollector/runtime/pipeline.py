@@ -49,12 +49,14 @@ from seqcollector.core.inputs import ANSWERS, Answer
 from seqcollector.core.state import BlockRef, StateFormatError
 from seqcollector.journal import (
     EffectsDigest,
+    InputJournal,
     JournalError,
     JournalHeader,
     JournalWriter,
     read_header,
     read_inputs,
 )
+from seqcollector.journal_dir import ChainedDigest, JournalDirSpec, SegmentedJournal
 from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.executor import RedisExecutor
 from seqcollector.runtime.metrics import Metrics
@@ -152,7 +154,7 @@ class Pipeline:
         executor: RedisExecutor,
         config: CoreConfig,
         timeouts: Timeouts | None = None,
-        journal: Path | None = None,
+        journal: Path | JournalDirSpec | None = None,
         on_effects: Callable[[Sequence[Effect]], None] | None = None,
         workers: WorkerPool | None = None,
         reader: Answerer | None = None,
@@ -162,10 +164,12 @@ class Pipeline:
     ) -> None:
         """`answerers`: the answerer of each query type; `reader` (the submission sets)
         defaults to `SubmissionSetReader` on the executor's Redis, the eligibility keys to
-        `EligibilityReader` on it; the contract view (`QueryEligibleOnChain`) must be given
-        when the configuration has rewards on. `check_invariants`: run
-        `core.invariants.check` after every step (tests and simulations). `metrics`: where
-        step, commit and query times and the facts of each landed group are recorded."""
+        `EligibilityReader` on it; `journal`: a file (`run --record FILE`) or a directory of
+        segments (SEQ_JOURNAL_DIR), resumed by `open`; the contract view
+        (`QueryEligibleOnChain`) must be given when the configuration has rewards on.
+        `check_invariants`: run `core.invariants.check` after every step (tests and
+        simulations). `metrics`: where step, commit and query times and the facts of each
+        landed group are recorded."""
         self.executor = executor
         eligibility = EligibilityReader(executor.redis)
         table: dict[type[Any], Answerer] = {
@@ -188,11 +192,11 @@ class Pipeline:
         self.workers = workers or WorkerPool("batch preparation", 4, 5.0)
         self.state: State = new_state(config)
         self.seq = 0
-        self.digest: EffectsDigest | None = None
+        self.digest: EffectsDigest | ChainedDigest | None = None
         self._committed = dump_state(self.state)
         self.committed_head: BlockRef | None = None  # the head of the last commit that landed
         self.busy_s = 0.0  # time spent applying groups that landed (throughput figures)
-        self._journal: JournalWriter | None = None
+        self._journal: InputJournal | None = None
 
     async def open(self) -> None:
         """Load state and checkpoint; on a resumed record, check the journal against them."""
@@ -218,13 +222,17 @@ class Pipeline:
                     f"configuration ({self.state.config}); use the same configuration "
                     "or another namespace"
                 )
-        if self.journal_path is not None:
+        if isinstance(self.journal_path, JournalDirSpec):
+            segmented = SegmentedJournal(self.journal_path, self.config)
+            self.digest = await anyio.to_thread.run_sync(segmented.open, self.seq, self._committed)
+            self._journal = segmented
+        elif self.journal_path is not None:
             self._open_journal()
 
     def _open_journal(self) -> None:
         """Fresh run: a new journal. Resumed run: the journal must replay to the stored state."""
         path = self.journal_path
-        assert path is not None
+        assert isinstance(path, Path)
         self.digest = EffectsDigest()
         if self.seq == 0:
             if path.exists() and _holds_inputs(path):
@@ -337,6 +345,15 @@ class Pipeline:
             self.digest.add(effects)
         if self.on_effects is not None:
             self.on_effects(effects)
+        if self._journal is not None:  # a segment rotates after the commit that fills it
+            try:
+                await self._journal.committed(self.seq, state_bytes)
+            except Exception:  # the group landed: it must not be retried for the journal's sake
+                log.exception(
+                    "journal_after_commit_failed",
+                    seq=self.seq,
+                    hint="the commit landed; journaling goes on in the open segment",
+                )
 
     def _step(self, inp: Input, seq: int) -> list[Effect]:
         """`core.step`; a raise (a bug in the core: it refuses bad input, never raises) becomes
@@ -384,8 +401,7 @@ class Pipeline:
     def _journal_size(self) -> int | None:
         if self._journal is None:
             return None
-        self._journal.flush()
-        return self._journal.path.stat().st_size
+        return self._journal.position()
 
     def _rollback(self, journal_size: int | None) -> None:
         self.state = load_state(self._committed)

@@ -106,9 +106,10 @@ async def recover(
     try:
         result = await replay_journal(journal, scratch, namespace)
         done = delivered_ids(ledger)
+        rebuilt = decode_record(cast(bytes | None, await scratch.get(keys.checkpoint)))
         report = RecoveryReport(
             result.inputs,
-            result.inputs,
+            rebuilt.seq if rebuilt is not None else 0,
             result.state.head.number if result.state.head else None,
             0,
             0,

@@ -46,6 +46,7 @@ from seqcollector.core.effects import QUERY_EFFECTS, DeleteKeys
 from seqcollector.core.rewinds import RewindRefusal, batched_above, rewind_to
 from seqcollector.core.state import Phase, State, StateFormatError, dump_state, load_state
 from seqcollector.errors import DependencyError, OperatorError, SettingsError
+from seqcollector.journal_dir import JournalDirSpec, spec_from_settings
 from seqcollector.runtime.alive import TTL_S, alive_key, holder
 from seqcollector.runtime.cleanup import NoStoredState
 from seqcollector.runtime.compose import Delivery, compose_collector
@@ -109,7 +110,7 @@ async def rewind_namespace(
     to_block: int,
     *,
     dry_run: bool = False,
-    journal: Path | None = None,
+    journal: Path | JournalDirSpec | None = None,
     timeouts: Timeouts | None = None,
     lease_s: float = DEFAULT_LEASE_S,
 ) -> RewindReport:
@@ -174,7 +175,7 @@ async def rewind_namespace(
                 outbox_pending=pending,
                 outbox_of_batched_above=len(of_batched),
                 outbox_examples=of_batched[:EXAMPLES],
-                journal=None if journal is None else str(journal),
+                journal=_shown_journal(journal),
             )
             if dry_run:
                 return report
@@ -337,19 +338,27 @@ async def _outbox(
         start += PAGE
 
 
+def _shown_journal(journal: Path | JournalDirSpec | None) -> str | None:
+    if isinstance(journal, JournalDirSpec):
+        return f"{journal.path} (SEQ_JOURNAL_DIR)"
+    return None if journal is None else str(journal)
+
+
 async def rewind_command(
     settings: Settings, namespace: str, to_block: int, dry_run: bool, journal: Path | None
 ) -> RewindReport:
-    """`seqcollector rewind`: Redis only (no chain), TIMEOUT_REDIS_OPERATION per round trip."""
+    """`seqcollector rewind`: Redis only (no chain), TIMEOUT_REDIS_OPERATION per round trip.
+    The rewind is journaled where `run` journals: `--record FILE`, else SEQ_JOURNAL_DIR."""
     redis = redis_client(settings.redis_url())
     budget = settings.timeouts.redis_operation
+    target = journal if journal is not None else spec_from_settings(settings, namespace)
     try:
         return await rewind_namespace(
             redis,
             namespace,
             to_block,
             dry_run=dry_run,
-            journal=journal,
+            journal=target,
             timeouts=settings.timeouts,
             lease_s=settings.ha_lease_s,
         )

@@ -149,6 +149,7 @@ class CollectorProcess:
             # a restart after kill -9 waits for the dead process's lease to expire
             "SEQ_HA_LEASE_S": "3",
             **LOOPBACK_API,
+            "SEQ_JOURNAL_DIR": str(log_path.parent / "journal"),
             **(extra_env or {}),
         }
         self.args = [sys.executable, "-m", "seqcollector", "run"]

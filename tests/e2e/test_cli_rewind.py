@@ -17,6 +17,8 @@ from test_cli_errors import cli, one_line
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))  # the stored-state kit
 from rewindkit import HEAD, MAX_DEPTH, NS, TO, run, spec
 
+from seqcollector.core import Rewind
+from seqcollector.journal_dir import first_head, read_dir
 from seqcollector.runtime.alive import alive_key
 from seqcollector.runtime.layout import StoreLayout
 from sim.synthetic import SyntheticWorld
@@ -41,13 +43,14 @@ async def state_of(redis_url: str) -> bytes | None:
     return None if raw is None else bytes(raw)
 
 
-def env(redis_url: str) -> dict[str, str]:
-    return {"SEQ_REDIS_URL": redis_url, "COLUMNS": "250"}
+def env(redis_url: str, journal: str = "off") -> dict[str, str]:
+    return {"SEQ_REDIS_URL": redis_url, "COLUMNS": "250", "SEQ_JOURNAL_DIR": journal}
 
 
-async def test_dry_run_then_rewind_then_status(redis_url: str) -> None:
+async def test_dry_run_then_rewind_then_status(redis_url: str, tmp_path: Path) -> None:
     before = await stored(redis_url)
-    dry = cli(env(redis_url), "rewind", "--to-block", str(TO), "--dry-run")
+    journaled = env(redis_url, str(tmp_path / "journal"))
+    dry = cli(journaled, "rewind", "--to-block", str(TO), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     out = dry.stdout
     assert "(dry run: nothing written)" in out
@@ -57,10 +60,18 @@ async def test_dry_run_then_rewind_then_status(redis_url: str) -> None:
     assert "delivered entries cannot be taken back" in out
     assert f"would resume from block {TO + 1}" in out
     assert await state_of(redis_url) == before
+    assert not (tmp_path / "journal").exists()  # a dry run writes no journal either
 
-    done = cli(env(redis_url), "rewind", "--to-block", str(TO))
+    done = cli(journaled, "rewind", "--to-block", str(TO))
     assert done.returncode == 0, done.stderr
     out = done.stdout
+    # journaled where `run` journals (SEQ_JOURNAL_DIR): a segment from the stored state,
+    # then the rewind, so that `run` resumes the directory
+    ns_dir = tmp_path / "journal" / NS.replace("/", "_")
+    assert f"journal: appended the rewind to {ns_dir} (SEQ_JOURNAL_DIR)" in out
+    ((seq, rewind),) = list(read_dir(ns_dir))
+    assert isinstance(rewind, Rewind) and rewind.to_block == TO
+    assert first_head(ns_dir).state == before and first_head(ns_dir).base_seq == seq
     assert f"keys deleted: BlockHashByNumberKey {HEAD - TO}" in out
     assert "outbox: 0 entries cancelled" in out and f"resumes from block {TO + 1}" in out
     assert f"batched above {TO}: stay batched" in out and "5, 6, 7" in out  # the kept epochs

@@ -257,7 +257,9 @@ async def test_catch_up_across_a_day_rollover_counts_each_epoch_into_its_day(
     assert slot_keys(world) == expected  # every day, every slot, nothing else
     for market in MARKETS:
         assert world.redis.get(f"CurrentDayKey.{market}") == "3"
-    lines = [json.loads(x) for x in collector.log_path.read_text().splitlines()]  # all of it
+    output = collector.log_path.read_text().splitlines()  # stdout and stderr, all of it
+    assert output[-1].startswith("digest ")  # stdout: the journal's digest, at the stop
+    lines = [json.loads(x) for x in output[:-1]]
     starting = [line for line in lines if line["event"] == "starting"]
     assert [line["params_block"] for line in starting] == [world.ready_block]
 

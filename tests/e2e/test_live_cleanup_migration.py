@@ -51,6 +51,7 @@ async def test_migration_then_start_up_cleanup(redis_url: str) -> None:
         environ = {
             "SEQ_API_HOST": "127.0.0.1",
             "SEQ_API_PORT": "0",
+            "SEQ_JOURNAL_DIR": "off",
             "PROTOCOL_STATE_CONTRACT": address,
             "DATA_MARKET_ADDRESSES": json.dumps([MARKET]),
             "SEQ_REDIS_URL": redis_url,

@@ -4,6 +4,7 @@ the same code path as a node over JSON-RPC, through web3's AsyncEthereumTesterPr
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import anyio
 import pytest
@@ -12,8 +13,11 @@ from rich.console import Console
 
 from seqcollector.config import load_settings
 from seqcollector.core.addresses import checksum
+from seqcollector.journal_dir import list_segments
+from seqcollector.runtime.executor import embedded_redis
 from seqcollector.runtime.live import run_live
 from seqcollector.runtime.pipeline import Pipeline
+from seqcollector.runtime.replay import replay_journal
 from sim.contract import ProtocolStateClient, deploy_protocol_state
 from sim.ethtester import async_web3, deterministic_tester, mine
 from sim.relayer import Relayer
@@ -22,7 +26,7 @@ pytestmark = pytest.mark.anyio
 MARKETS = ["0x" + "c3" * 20, "0x" + "d4" * 20]
 
 
-async def test_two_markets_on_eth_tester(redis_url: str) -> None:
+async def test_two_markets_on_eth_tester(redis_url: str, tmp_path: Path) -> None:
     tester = deterministic_tester(seed=11, block_time=2)
     w3 = async_web3(tester)
     address = await deploy_protocol_state(w3)
@@ -39,6 +43,8 @@ async def test_two_markets_on_eth_tester(redis_url: str) -> None:
             environ={
                 "SEQ_API_HOST": "127.0.0.1",
                 "SEQ_API_PORT": "0",
+                "SEQ_JOURNAL_DIR": str(tmp_path / "journal"),
+                "SEQ_JOURNAL_SEGMENT_BLOCKS": "3",
                 "PROTOCOL_STATE_CONTRACT": address,
                 "DATA_MARKET_ADDRESSES": json.dumps(MARKETS),
                 "SEQ_REDIS_URL": redis_url,
@@ -70,7 +76,7 @@ async def test_two_markets_on_eth_tester(redis_url: str) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(chain_activity)
             with anyio.fail_after(60):
-                await run_live(
+                digest = await run_live(
                     settings,
                     "ns",
                     None,
@@ -80,6 +86,13 @@ async def test_two_markets_on_eth_tester(redis_url: str) -> None:
                     handle_signals=False,
                 )
             tg.cancel_scope.cancel()
+
+        # journaled by default into SEQ_JOURNAL_DIR/<namespace>, rotated every 3 blocks:
+        # the segments replay to the digest the run reports
+        segments = list_segments(tmp_path / "journal" / "ns")
+        assert len(segments) >= 2 and all(s.compressed for s in segments[:-1])
+        replayed = await replay_journal(tmp_path / "journal" / "ns", embedded_redis(), "r")
+        assert digest is not None and replayed.digest == digest
 
         queue = [json.loads(i) for i in reversed(await redis.lrange("finalizerQueue", 0, -1))]
         for (market, epoch), members in expected.items():

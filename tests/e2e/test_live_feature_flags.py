@@ -41,6 +41,7 @@ async def probe(env: dict[str, str], redis_url: str) -> dict[str, int | str]:
         environ={
             "SEQ_API_HOST": "127.0.0.1",
             "SEQ_API_PORT": str(port),
+            "SEQ_JOURNAL_DIR": "off",
             "PROTOCOL_STATE_CONTRACT": address,
             "DATA_MARKET_ADDRESSES": json.dumps([MARKET]),
             "SEQ_REDIS_URL": redis_url,

@@ -49,11 +49,15 @@ def _calls(relayer: Relayer) -> list[tuple[str, int]]:
     ]
 
 
+@pytest.mark.parametrize("journal_kind", ["dir", "file"])
 async def test_flushall_noticed_refused_then_recovered_without_repeats(
-    world: LiveWorld, relayer: Relayer, tmp_path: Path
+    world: LiveWorld, relayer: Relayer, tmp_path: Path, journal_kind: str
 ) -> None:
-    journal = tmp_path / "run.jsonl"
+    """The journal: SEQ_JOURNAL_DIR (what `run` does by default), or `--record FILE`."""
+    journal = tmp_path / "run.jsonl" if journal_kind == "file" else None
     env = {"SLACK_REPORTING_URL": relayer.url + "/alerts"}
+    if journal is None:
+        env["SEQ_JOURNAL_DIR"] = str(tmp_path / "journal")
     log = tmp_path / "c.log"
 
     def start(*extra: str) -> CollectorProcess:

@@ -13,7 +13,11 @@ import pytest
 from livekit import MARKETS, CollectorProcess, LiveWorld
 from test_cli_errors import cli, one_line
 
+from seqcollector.core import Rewind
 from seqcollector.core.addresses import checksum
+from seqcollector.journal_dir import read_dir
+from seqcollector.runtime.executor import embedded_redis
+from seqcollector.runtime.replay import replay_journal
 from sim.anvil import Anvil, rpc
 from sim.relayer import Relayer
 
@@ -51,8 +55,9 @@ async def release_and_batch(world: LiveWorld) -> tuple[list[tuple[str, int]], in
 async def test_rewind_refused_while_run_holds_the_namespace_then_nothing_batched_twice(
     world: LiveWorld, relayer: Relayer, tmp_path: Path
 ) -> None:
-    env = {"SEQ_REDIS_URL": world.redis_url, "COLUMNS": "200"}
     log = tmp_path / "c.log"
+    journal = log.parent / "journal"  # where CollectorProcess's `run` journals
+    env = {"SEQ_REDIS_URL": world.redis_url, "COLUMNS": "200", "SEQ_JOURNAL_DIR": str(journal)}
     collector = CollectorProcess(world, relayer.url, log).start()
     try:
         first, to_block = await release_and_batch(world)
@@ -83,6 +88,12 @@ async def test_rewind_refused_while_run_holds_the_namespace_then_nothing_batched
         third, last = await release_and_batch(world)
     finally:
         collector.stop()
+    # the rewind went into the run's journal directory, so the restart resumed it whole
+    assert "journal_set_aside" not in log.read_text()
+    ns_dir = journal / "seqcollector"
+    assert any(isinstance(inp, Rewind) for _, inp in read_dir(ns_dir))
+    replayed = await replay_journal(ns_dir, embedded_redis(), "r")
+    assert log.read_text().splitlines()[-1] == f"digest {replayed.digest}"
     counters = json.loads(cli(env, "status", "--json").stdout)["counters"]
     assert counters["epoch_already_batched"] == len(second)  # released again, refused
     epochs = first + second + third

@@ -7,6 +7,7 @@ finalizer's counts), removing Go's marker keys; no new marker for a day already 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import anyio
 import pytest
@@ -26,7 +27,7 @@ MARKET = "0x" + "c5" * 20
 NS = "switch"
 
 
-async def test_go_markers_are_adopted_and_fired(redis_url: str) -> None:
+async def test_go_markers_are_adopted_and_fired(redis_url: str, tmp_path: Path) -> None:
     tester = deterministic_tester(seed=13, block_time=2)
     w3 = async_web3(tester)
     address = await deploy_protocol_state(w3)
@@ -50,6 +51,7 @@ async def test_go_markers_are_adopted_and_fired(redis_url: str) -> None:
             environ={
                 "SEQ_API_HOST": "127.0.0.1",
                 "SEQ_API_PORT": "0",
+                "SEQ_JOURNAL_DIR": str(tmp_path / "journal"),
                 "PROTOCOL_STATE_CONTRACT": address,
                 "DATA_MARKET_ADDRESSES": json.dumps([MARKET]),
                 "SEQ_REDIS_URL": redis_url,

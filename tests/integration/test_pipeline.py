@@ -12,6 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from seqcollector.core import CoreConfig
 from seqcollector.core.effects import Effect
+from seqcollector.journal_dir import JournalDirSpec
 from seqcollector.runtime.collector import Collector
 from seqcollector.runtime.executor import RedisExecutor, embedded_redis
 from seqcollector.runtime.pipeline import Pipeline, ResumeError
@@ -53,7 +54,7 @@ class FlakyExecutor(RedisExecutor):
 
 async def run_collector(
     redis: aioredis.Redis,
-    journal: Path,
+    journal: Path | JournalDirSpec,
     executor: RedisExecutor | None = None,
     stop_at_block: int | None = None,
 ) -> Pipeline:

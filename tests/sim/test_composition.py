@@ -55,6 +55,7 @@ def test_run_and_both_simulations_build_through_the_root() -> None:
     roots = [m for m, tree in modules.items() if _calls(tree, "compose_collector")]
     assert roots == [
         "seqcollector/runtime/live.py",
+        "seqcollector/runtime/record.py",  # `record`: a read-only executor, no outbox run
         "seqcollector/runtime/rewind.py",  # the operator's rewind: a pipeline, no outbox run
         "sim/collector_runs.py",
     ]

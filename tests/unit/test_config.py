@@ -670,6 +670,10 @@ INT_RANGES = {
     "MARKET_MIGRATION_DAYS": (1, 10_000),
     "SEQ_READY_COMMIT_BLOCKS": (1, 1_000_000),
     "SEQ_READY_MAX_LAG_BLOCKS": (1, 10_000_000),
+    "SEQ_JOURNAL_SEGMENT_MB": (1, 65_536),
+    "SEQ_JOURNAL_SEGMENT_BLOCKS": (1, 100_000_000),
+    "SEQ_JOURNAL_RETAIN_DAYS": (1, 36_500),
+    "SEQ_JOURNAL_RETAIN_GB": (1, 1_000_000),
 }
 SECONDS_RANGES = {
     "RPC_MAX_RETRY_DELAY_S": (0, DAY),
@@ -869,3 +873,32 @@ def test_feature_flags_live_in_the_features_group_with_their_go_names(tmp_path: 
     doc = "features:\n  api: false\n  rewards: false\n  cleanup: true\n"
     s = load({}, write(tmp_path, doc))
     assert (s.features.api, s.features.rewards, s.features.cleanup) == (False, False, True)
+
+
+def test_journal_settings_drive_the_journal_directory(tmp_path: Path) -> None:
+    from seqcollector.journal_dir import MB, spec_from_settings
+
+    default = spec_from_settings(load({}), "ns")
+    assert default is not None and default.path == Path("journal") / "ns"
+    assert (default.segment_bytes, default.segment_blocks) == (64 * MB, 100_000)
+    assert (default.retain_s, default.retain_bytes) == (30 * 86400.0, 20 * 2**30)
+    spec = spec_from_settings(
+        load(
+            {
+                "SEQ_JOURNAL_DIR": str(tmp_path),
+                "SEQ_JOURNAL_SEGMENT_MB": "2",
+                "SEQ_JOURNAL_SEGMENT_BLOCKS": "7",
+                "SEQ_JOURNAL_RETAIN_DAYS": "3",
+                "SEQ_JOURNAL_RETAIN_GB": "1",
+            }
+        ),
+        "a/b",
+    )
+    assert spec is not None and spec.path == tmp_path / "a_b"
+    assert (spec.segment_bytes, spec.segment_blocks, spec.retain_s, spec.retain_bytes) == (
+        2 * MB,
+        7,
+        3 * 86400.0,
+        2**30,
+    )
+    assert spec_from_settings(load({"SEQ_JOURNAL_DIR": "OFF"}), "ns") is None
