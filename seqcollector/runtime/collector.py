@@ -126,8 +126,8 @@ class Collector:
         try:
             with self._scope:
                 await self._run()
-        except BaseExceptionGroup as group:  # a lost lease stops the group: raise it as itself
-            lost, rest = group.split(LeaseLost)
+        except BaseExceptionGroup as group:  # a lost lease (or lost steps) stops the group:
+            lost, rest = group.split((LeaseLost, RedisLostSteps))  # raise it as itself
             if lost is None or rest is not None:  # anything else beside it comes first
                 raise
             raise _first_leaf(lost) from group

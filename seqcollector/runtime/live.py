@@ -27,7 +27,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,13 @@ from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for,
 from seqcollector.runtime.collector import Collector
 from seqcollector.runtime.compose import CollectorRoot, Delivery, compose_collector
 from seqcollector.runtime.delivery_ledger import DeliveryLedger, ledger_of
-from seqcollector.runtime.executor import Checkpoint, RedisDataLost, RedisExecutor, redis_client
+from seqcollector.runtime.executor import (
+    Checkpoint,
+    RedisDataLost,
+    RedisExecutor,
+    RedisLostSteps,
+    redis_client,
+)
 from seqcollector.runtime.failures import Failure, FailureReporter
 from seqcollector.runtime.health import Health
 from seqcollector.runtime.lease import Lease, LeaseHolder, LeaseLost, while_held
@@ -271,6 +277,19 @@ async def _run_live(
                     log.warning("lease_lost", error=str(exc), action="standing by again")
                     if metrics is not None:
                         metrics.error("lease", "LeaseLost")
+                except RedisLostSteps as exc:  # a Redis failover lost the last steps
+                    log.warning(
+                        "redis_lost_steps",
+                        error=str(exc),
+                        action="giving the lease back and taking over again from the stored "
+                        "checkpoint: the lost steps are redone from the chain",
+                    )
+                    if metrics is not None:
+                        metrics.error("commit", "RedisLostSteps")
+                    # if it cannot be given back, it expires and the standby loop takes it
+                    unreachable = (RedisError, TimeoutError, OSError)
+                    with anyio.CancelScope(shield=True), suppress(*unreachable):
+                        await lease.release()
 
         try:
             signals = partial(_on_signals, stop) if handle_signals else anyio.sleep_forever

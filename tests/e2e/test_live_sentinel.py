@@ -141,3 +141,37 @@ async def test_master_killed_mid_run_every_epoch_once_no_call_for_a_lost_epoch(
             c for c in calls if c["dataMarketAddress"] == checksum(market) and c["epochID"] == epoch
         ]
         assert len({json.dumps(c, sort_keys=True) for c in mine}) == 1, (market, epoch, mine)
+
+
+async def test_lost_steps_are_redone_in_process(
+    anvil: Anvil, redis_url: str, relayer: Relayer, tmp_path: Path
+) -> None:
+    """What a failover that lost the last steps leaves (an older checkpoint and state), made
+    by hand: the running collector refuses to commit on top (`RedisLostSteps`), gives the
+    lease back, takes over again from the older checkpoint and redoes the steps: it keeps
+    running and every epoch is batched."""
+    world = LiveWorld(anvil, redis_url)
+    await world.deploy(epochs_in_a_day=3)
+    collector = CollectorProcess(world, relayer.url, tmp_path / "c.log").start()
+    try:
+        released = await _release(world, 1)
+        world.wait_for("first epochs", lambda: all(world.batched(m, e) for m, e in released))
+        store = redis.Redis.from_url(redis_url)  # bytes: the state is binary
+        raw = store.mget(["seqcollector:state", "seqcollector:checkpoint"])
+        world.advance()  # more steps land on top of the copy
+        cp = raw[1]
+        world.wait_for("later steps", lambda: store.get("seqcollector:checkpoint") != cp)
+        store.mset({"seqcollector:state": raw[0], "seqcollector:checkpoint": raw[1]})
+        store.close()
+        released += await _release(world, 2)
+        world.wait_for(
+            "batched after the lost steps",
+            lambda: all(world.batched(m, e) for m, e in released),
+            60,
+        )
+        assert collector.alive(), collector.log()
+        assert "redis_lost_steps" in collector.log()
+    finally:
+        collector.stop(within_s=20)
+        await world.w3.provider.disconnect()
+        world.redis.close()
