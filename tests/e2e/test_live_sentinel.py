@@ -4,9 +4,10 @@ replica, and the collector follows it (`SEQ_REDIS_URL=redis+sentinel://...`,
 `SEQ_REDIS_MIN_REPLICAS=1`). Every epoch is batched exactly once on the new master, and no
 relayer call went out for an epoch the new master does not have.
 
-The collector may lose its last commits with the old master (replication is asynchronous);
-it then stops with `RedisLostSteps` and, restarted as a service manager would, redoes them
-from the chain. It must never commit on top of the older checkpoint.
+The collector may lose its last commits with the old master (replication is asynchronous):
+it then meets `RedisLostSteps`, takes over again from the older checkpoint and redoes them
+from the chain, in process (it must never commit on top of the older checkpoint). Should it
+exit, the test restarts it as a service manager would, at most 3 times.
 """
 
 from __future__ import annotations
