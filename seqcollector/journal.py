@@ -10,6 +10,7 @@ versions of the collector can be compared on the same journal with `diff` or the
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Protocol
@@ -144,6 +145,34 @@ def read_inputs(path: str | Path) -> Iterator[tuple[int, int, Input]]:
                 yield lineno, offset, _input_decoder.decode(line)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise JournalError(f"{path}:{lineno}: not a valid input: {exc}") from None
+
+
+COMMITTED_MARKER = "committed"  # in a journal directory
+
+
+def committed_marker(journal: Path, is_dir: bool) -> Path:
+    """The file that says a step of this journal landed in the store (written once, after the
+    first commit that lands). A journal with inputs beside an empty store is Redis having
+    lost its data only if it exists: without it, the inputs were never committed (a crash
+    before the first commit), and the run starts afresh."""
+    if is_dir:
+        return journal / COMMITTED_MARKER
+    return journal.with_name(journal.name + ".committed")
+
+
+def write_marker(path: Path) -> None:
+    """Create `path` (empty) durably: fsynced, and its directory too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 class EffectsDigest:

@@ -47,6 +47,7 @@ from seqcollector.journal import (
     JournalHeader,
     _input_decoder,
     _parse_header,
+    committed_marker,
     encode_input,
 )
 
@@ -385,7 +386,8 @@ class SegmentedJournal:
         segs = list_segments(directory)
         self.committed_seq = seq
         self.digest = ChainedDigest()
-        if segs and seq == 0 and last_seq(directory) > 0:
+        marker = committed_marker(directory, is_dir=True)
+        if segs and seq == 0 and marker.exists() and last_seq(directory) > 0:
             raise StoreLost(
                 f"the store holds no checkpoint, but the journal in {directory} holds inputs "
                 f"up to {last_seq(directory)} of an earlier run: Redis lost its data (a restart "

@@ -53,8 +53,10 @@ from seqcollector.journal import (
     JournalError,
     JournalHeader,
     JournalWriter,
+    committed_marker,
     read_header,
     read_inputs,
+    write_marker,
 )
 from seqcollector.journal_dir import ChainedDigest, JournalDirSpec, SegmentedJournal
 from seqcollector.runtime.answers import SubmissionSetReader
@@ -196,6 +198,7 @@ class Pipeline:
         self._committed = dump_state(self.state)
         self.committed_head: BlockRef | None = None  # the head of the last commit that landed
         self.busy_s = 0.0  # time spent applying groups that landed (throughput figures)
+        self._marked = False  # the journal's committed marker is known to exist
         self._journal: InputJournal | None = None
 
     async def open(self) -> None:
@@ -235,14 +238,15 @@ class Pipeline:
         assert isinstance(path, Path)
         self.digest = EffectsDigest()
         if self.seq == 0:
-            if path.exists() and _holds_inputs(path):
+            marker = committed_marker(path, is_dir=False)
+            if path.exists() and marker.exists() and _holds_inputs(path):
                 raise ResumeError(
                     f"namespace {self.executor.namespace!r} has no checkpoint in Redis, but "
                     f"--record {path} holds inputs of an earlier run: Redis lost its data "
                     "(a restart without persistence, FLUSHALL, eviction). Run `seqcollector "
                     f"run --recover --record {path}` to rebuild from the journal, or move "
-                    "the journal away to start over (the finalizer and the relayer may then "
-                    "get epochs they already had)"
+                    f"the journal away (with {marker.name}) to start over (the finalizer and "
+                    "the relayer may then get epochs they already had)"
                 )
             self._journal = JournalWriter(path, JournalHeader(config=self.config))
             return
@@ -343,6 +347,8 @@ class Pipeline:
         log.debug("group_committed", seq=self.seq, inputs=len(fed), effects=len(effects))
         if self.digest is not None:
             self.digest.add(effects)
+        if not self._marked and self.journal_path is not None:
+            self._mark_committed(self.journal_path)
         if self.on_effects is not None:
             self.on_effects(effects)
         if self._journal is not None:  # a segment rotates after the commit that fills it
@@ -354,6 +360,17 @@ class Pipeline:
                     seq=self.seq,
                     hint="the commit landed; journaling goes on in the open segment",
                 )
+
+    def _mark_committed(self, journal: Path | JournalDirSpec) -> None:
+        """After the first commit that lands: the journal's `committed_marker` (so that an
+        empty store beside it later is known for lost data, not a fresh start)."""
+        self._marked = True
+        if isinstance(journal, JournalDirSpec):
+            marker = committed_marker(journal.path, is_dir=True)
+        else:
+            marker = committed_marker(journal, is_dir=False)
+        if not marker.exists():
+            write_marker(marker)
 
     def _step(self, inp: Input, seq: int) -> list[Effect]:
         """`core.step`; a raise (a bug in the core: it refuses bad input, never raises) becomes

@@ -129,7 +129,12 @@ async def test_a_run_logs_json_lines_without_a_secret(
         collector.stop()
     text = log_path.read_text()
     assert_no_secret(text, "the run's output")
-    lines = json_lines(text, "the run's output")
+    digest = [line for line in text.splitlines() if line.startswith("digest ")]
+    assert len(digest) == 1  # stdout: the journal's digest at stop (the one non-log line)
+    lines = json_lines(
+        "\n".join(x for x in text.splitlines() if not x.startswith("digest ")),
+        "the run's output",
+    )
     assert sink.violations() == []  # the relayer got the write token: it was used, unseen
     assert [ok for _, ok in sink.answered(SLACK_PATH)] == [False, True]
 

@@ -27,6 +27,7 @@ from seqcollector.core import dump_state
 from seqcollector.journal import JournalError
 from seqcollector.journal_dir import (
     JournalDirSpec,
+    StoreLost,
     first_head,
     head_for,
     last_seq,
@@ -35,6 +36,7 @@ from seqcollector.journal_dir import (
 )
 from seqcollector.logs import reset_logging
 from seqcollector.runtime.executor import RedisExecutor, embedded_redis
+from seqcollector.runtime.layout import StoreLayout
 from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.replay import replay_journal
 
@@ -117,13 +119,39 @@ async def test_a_journal_that_does_not_fit_the_store_is_set_aside(
 ) -> None:
     redis = aioredis.Redis.from_url(redis_url)
     spec = tiny(tmp_path / "j")
+    await run_collector(redis, spec, stop_at_block=1020)
+    keys = StoreLayout(NS)
+    older = await redis.mget([keys.state, keys.checkpoint])
     await run_collector(redis, spec, stop_at_block=1040)
-    await redis.flushdb()  # the store lost everything: this journal leads elsewhere
+    # The store restored from an older copy: this journal goes on past it.
+    await redis.mset({keys.state: older[0], keys.checkpoint: older[1]})
     pipeline = await run_collector(redis, spec)
     aside = list(spec.path.glob("set-aside-*"))
     assert len(aside) == 1 and list(aside[0].glob("seg-*"))
     digest, _, _ = await replayed(spec.path)
     assert pipeline.digest is not None and pipeline.digest.hexdigest() == digest
+    await redis.aclose()
+
+
+async def test_an_empty_store_beside_a_committed_journal_is_refused(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Redis lost everything (FLUSHALL, a restart without persistence): the directory is not
+    set aside and the run does not start over from scratch (the Go collector's behaviour);
+    it is refused, naming `run --recover`. A directory whose inputs never landed (a crash
+    before the first commit: no `committed` marker) is a fresh start."""
+    redis = aioredis.Redis.from_url(redis_url)
+    spec = tiny(tmp_path / "j")
+    await run_collector(redis, spec, stop_at_block=1040)
+    assert (spec.path / "committed").exists()
+    await redis.flushdb()
+    with pytest.raises(StoreLost, match="run --recover"):
+        await run_collector(redis, spec)
+    assert await redis.dbsize() == 0
+    assert not list(spec.path.glob("set-aside-*"))
+    (spec.path / "committed").unlink()  # as if no commit had ever landed
+    pipeline = await run_collector(redis, spec, stop_at_block=1010)
+    assert pipeline.seq > 0
     await redis.aclose()
 
 
