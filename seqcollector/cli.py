@@ -269,15 +269,23 @@ def _print_summary(inputs: int, effects: int, commits: int, counters: dict[str, 
     show_default=True,
     help="Key prefix of the collector's own state, checkpoint and outbox.",
 )
+@click.option(
+    "--recover",
+    is_flag=True,
+    help="Redis lost the namespace's data: rebuild it from the --record journal (what the "
+    "delivery ledger lists as sent is not sent again), alert, then collect.",
+)
 @one_line_errors
-def run(config_path: str | None, record: Path | None, namespace: str) -> None:
+def run(config_path: str | None, record: Path | None, namespace: str, recover: bool) -> None:
     """Follow the chain and collect (the Go collector's job), until SIGINT/SIGTERM."""
     from seqcollector.config import load_settings
     from seqcollector.runtime.live import run_live
 
     settings = load_settings(config_path).require_run()
     _logs_from(settings)
-    digest = anyio.run(run_live, settings, namespace, record, err)
+    digest = anyio.run(
+        functools.partial(run_live, settings, namespace, record, err, recover=recover)
+    )
     if digest is not None:
         click.echo(f"digest {digest}")
 

@@ -40,6 +40,14 @@ import msgspec.yaml
 from seqcollector.core.addresses import checksum, lower_address
 from seqcollector.core.config import RANGES, CoreConfig
 from seqcollector.errors import SettingsError
+from seqcollector.redis_target import (
+    SENTINEL_SCHEME,
+    SentinelTarget,
+    SentinelUrlError,
+    is_sentinel_url,
+    parse_hosts,
+    parse_sentinel_url,
+)
 
 __all__ = [
     "ConfigError",
@@ -145,6 +153,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     redis_host: str = "localhost"
     redis_port: int = 6379
     redis_db: int = 0
+    # Sentinel: REDIS_SENTINELS="host:port,host:port" with REDIS_MASTER_NAME; see redis_url()
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_master_name: str = "mymaster"
+    # Replicas that must acknowledge (WAIT) what the outbox delivers; 0: no WAIT
+    redis_min_replicas: int = 0
     # HTTP peers and secrets
     auth_read_token: str = ""
     slack_reporting_url: str = ""
@@ -176,6 +189,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_format: str = "auto"  # auto: console on a terminal, JSON lines otherwise
     log_level: str = "info"
     slot_submissions_ttl_s: int = 7 * 24 * 3600
+    submission_sets_ttl_s: int = 1200  # upstream's TTL on SnapshotCollector.* (0: no check)
     # How long `run`/`replay`/`check-config --connect` retry an unreachable Redis, RPC node
     # or contract at start before giving up with one line (0: one attempt).
     startup_timeout_s: float = 60.0
@@ -220,9 +234,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return checksum(self.protocol_state_contract) if self.protocol_state_contract else ""
 
     def redis_url(self) -> str:
-        """SEQ_REDIS_URL when set, else ``redis://REDIS_HOST:REDIS_PORT/REDIS_DB``."""
+        """SEQ_REDIS_URL when set; else with REDIS_SENTINELS the Sentinel URL of
+        REDIS_MASTER_NAME (``redis+sentinel://H:P,H:P/MASTER/REDIS_DB``); else
+        ``redis://REDIS_HOST:REDIS_PORT/REDIS_DB``."""
         if self.redis_url_override:
             return self.redis_url_override
+        if self.redis_sentinels:
+            target = SentinelTarget(self.redis_sentinels, self.redis_master_name, self.redis_db)
+            return target.url()
         return f"redis://{self.redis_host}:{self.redis_port}/{self.redis_db}"
 
     def source(self, env_name: str) -> str:
@@ -497,6 +516,17 @@ class _Text(_Kind):
 
 
 @dataclass(frozen=True)
+class _Name(_Kind):
+    """A non-empty name (REDIS_MASTER_NAME)."""
+
+    def parse(self, raw: object) -> str:
+        text = _as_text(raw).strip()
+        if not text:
+            raise _Invalid("is empty: give a name")
+        return text
+
+
+@dataclass(frozen=True)
 class _OneDay(_Kind):
     """MONITORING_METRICS_RETENTION: the seed's 24h, and only that. Prometheus pulls /metrics
     and keeps the history; the process keeps none it could prune."""
@@ -534,6 +564,12 @@ class _Url(_Kind):
         url = _as_text(raw).strip('"')
         if not url:
             return ""
+        if SENTINEL_SCHEME in self.schemes and is_sentinel_url(url):
+            try:
+                parse_sentinel_url(url)
+            except SentinelUrlError as exc:
+                raise _Invalid(str(exc)) from None
+            return url
         try:
             parts = urlsplit(url)
             parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -687,7 +723,25 @@ class _Spec:
 
 _HTTP: Final = ("http", "https")
 _RPC: Final = ("http", "https", "ws", "wss")
-_REDIS: Final = ("redis", "rediss", "unix")
+_REDIS: Final = ("redis", "rediss", "unix", SENTINEL_SCHEME)
+
+
+@dataclass(frozen=True)
+class _Sentinels(_Kind):
+    """REDIS_SENTINELS: ``host:port,host:port`` (port 26379 when left out)."""
+
+    def parse(self, raw: object) -> tuple[tuple[str, int], ...]:
+        text = ",".join(_as_str_list(raw, echo=False)) if isinstance(raw, list) else _as_text(raw)
+        if not text.strip():
+            return ()
+        try:
+            return parse_hosts(text, "REDIS_SENTINELS")
+        except SentinelUrlError as exc:
+            raise _Invalid(str(exc).removeprefix("REDIS_SENTINELS: ")) from None
+
+    def show(self, value: Any) -> str:
+        return ",".join(f"{h}:{p}" for h, p in value)
+
 
 _SPECS: Final[tuple[_Spec, ...]] = (
     # The Go collector's environment: same names, same meaning.
@@ -702,6 +756,8 @@ _SPECS: Final[tuple[_Spec, ...]] = (
     _Spec("REDIS_HOST", "redis_host", _Text()),
     _Spec("REDIS_PORT", "redis_port", _Int(1, 65535)),
     _Spec("REDIS_DB", "redis_db", _Int(0, 1_000_000)),  # the server checks its own count
+    _Spec("REDIS_SENTINELS", "redis_sentinels", _Sentinels()),
+    _Spec("REDIS_MASTER_NAME", "redis_master_name", _Name()),
     _Spec("AUTH_READ_TOKEN", "auth_read_token", _Text(secret=True)),
     _Spec("SLACK_REPORTING_URL", "slack_reporting_url", _Url(_HTTP, mask_path=True)),
     _Spec("TX_RELAYER_URL", "tx_relayer_url", _Url(_HTTP)),
@@ -728,6 +784,7 @@ _SPECS: Final[tuple[_Spec, ...]] = (
     _Spec("SEQ_MAX_REORG_DEPTH", "max_reorg_depth", _Int(*RANGES["max_reorg_depth"])),
     _Spec("SEQ_START_BLOCK", "start_block", _StartBlock()),
     _Spec("SEQ_REDIS_URL", "redis_url", _Url(_REDIS), attr="redis_url_override"),
+    _Spec("SEQ_REDIS_MIN_REPLICAS", "redis_min_replicas", _Int(0, 100)),
     _Spec("SEQ_API_HOST", "api_host", _Text()),
     _Spec("SEQ_API_PORT", "api_port", _Int(0, 65535)),
     _Spec("SEQ_API_ENABLED", "features.api", _Bool()),
@@ -735,6 +792,8 @@ _SPECS: Final[tuple[_Spec, ...]] = (
     _Spec("SEQ_LOG_LEVEL", "log_level", _Choice(("debug", "info", "warning", "error"))),
     _Spec("SEQ_SLOT_SUBMISSIONS_TTL_S", "slot_submissions_ttl_s",
           _Int(*RANGES["slot_submissions_ttl_s"])),
+    _Spec("SEQ_SUBMISSION_SETS_TTL_S", "submission_sets_ttl_s",
+          _Int(0, 10 * 365 * 24 * 3600)),
     _Spec("SEQ_STARTUP_TIMEOUT_S", "startup_timeout_s", _Seconds(lo=0)),
     _Spec("SEQ_HA_LEASE_S", "ha_lease_s", _Seconds(lo=0.1, hi=3600)),
     # Seed section 9.1. The Go names win where a timeout already had one.

@@ -34,7 +34,7 @@ def free_port() -> int:
 class RedisServer:
     """`with RedisServer() as server: server.url` -> `redis://127.0.0.1:<port>/0`."""
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, extra_args: tuple[str, ...] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisServerMissing(
@@ -44,6 +44,7 @@ class RedisServer:
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory()
         self.workdir = workdir if workdir is not None else Path(self._tmp.name)  # type: ignore[union-attr]
         self._proc: subprocess.Popen[bytes] | None = None
+        self._extra_args = extra_args  # e.g. ("--replicaof", "127.0.0.1", "6379")
         self.url = ""
 
     def start(self, port: int | None = None) -> str:
@@ -66,6 +67,7 @@ class RedisServer:
                 str(self.workdir),
                 "--logfile",
                 str(log_path),
+                *self._extra_args,
             ]
             proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if _wait_for_ping(proc, url):
@@ -85,6 +87,13 @@ class RedisServer:
         on the same port, empty (persistence is off)."""
         if self._proc is not None:
             _stop(self._proc)
+            self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no shutdown, nothing flushed to its replicas)."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
             self._proc = None
 
     def stop(self) -> None:

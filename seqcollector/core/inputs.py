@@ -60,6 +60,11 @@ class SubmissionSets(msgspec.Struct, tag="submission_sets", frozen=True, omit_de
     epoch: int
     members: list[str]
     skipped: list[Skipped] = []
+    # when the runtime read the sets (unix s) and the TTL upstream gives them
+    # (SEQ_SUBMISSION_SETS_TTL_S): a window read past it may have lost submissions
+    # (`core.expired_sets`); 0: not known / not checked
+    read_at: int = 0
+    sets_ttl_s: int = 0
 
 
 class NodeCounts(msgspec.Struct, tag="node_counts", frozen=True, omit_defaults=True):

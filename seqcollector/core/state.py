@@ -136,6 +136,9 @@ class State(msgspec.Struct):
     # rewound; their pending queries are held here, not in the domain
     days: dict[str, MarketDays] = {}
     held_queries: dict[int, Query] = {}
+    # market -> epochs batched past the submission sets' TTL, not alerted yet
+    # (`core.expired_sets`)
+    expired_sets: dict[str, list[int]] = {}
 
     @property
     def head(self) -> BlockRef | None:

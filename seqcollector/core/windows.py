@@ -10,7 +10,7 @@ gets a window again, whatever a rewind restored.
 
 from __future__ import annotations
 
-from seqcollector.core import days, history, keys, queries, rewards
+from seqcollector.core import days, expired_sets, history, keys, queries, rewards
 from seqcollector.core.abi import EpochReleased
 from seqcollector.core.batching import emit_batches, plan_batches, report_skipped
 from seqcollector.core.effects import Effect, QuerySubmissionSets
@@ -111,8 +111,10 @@ def _on_sets(state: State, q: QuerySubmissionSets, r: SubmissionSets, out: list[
     batch size, the day's slot counts), record the epoch as emitted, then the day
     transition and reward updates of that batch preparation (`core.rewards`)."""
     lc, ms = q.market, state.domain.markets[q.market]
+    deadline = ms.windows[q.epoch].deadline
     if not advance(state, lc, ms, q.epoch, Phase.BATCHED, out):
         return True
+    expired_sets.note(state, lc, q.epoch, deadline, r.read_at, r.sets_ttl_s, out)
     plan = plan_batches(r.members, state.config.batch_size)
     emit_batches(state, lc, q.epoch, plan.batches, out)
     days.count_slots(state, lc, ms, plan.slot_counts, out)

@@ -39,14 +39,25 @@ class SetsChangedType(RuntimeError):
 
 class SubmissionSetReader:
     """Reads the sets of a window; `before(what)` runs before each Redis operation (the
-    simulation injects outages there)."""
+    simulation injects outages there). `clock` (unix seconds; `run` gives the wall clock)
+    stamps each answer's `read_at`, for the core to tell a window read after its sets'
+    TTL `sets_ttl_s` (`core.expired_sets`); without it `read_at` is 0 (not known)."""
 
-    def __init__(self, redis: aioredis.Redis, before: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        before: Callable[[str], None] | None = None,
+        clock: Callable[[], float] | None = None,
+        sets_ttl_s: int = 0,
+    ) -> None:
         self._redis = redis
         self._before = before
+        self._clock = clock
+        self._sets_ttl_s = sets_ttl_s if clock is not None else 0
 
     async def answer(self, query: QuerySubmissionSets) -> SubmissionSets:
         """The `SubmissionSets` answer to `query`: members sorted, skipped entries named."""
+        read_at = int(self._clock()) if self._clock is not None else 0
         raw, skipped = await self._union(query)
         members: list[str] = []
         bad: list[tuple[str, bytes]] = []  # (reason, member)
@@ -69,7 +80,15 @@ class SubmissionSetReader:
                 detail = _show(member) + (f" (and {len(found) - 1} other sets)" * (len(found) > 1))
                 skipped.append(Skipped(reason, found[0] if found else "", detail))
         members.sort()
-        return SubmissionSets(query.query_id, query.market, query.epoch, members, skipped)
+        return SubmissionSets(
+            query.query_id,
+            query.market,
+            query.epoch,
+            members,
+            skipped,
+            read_at=read_at,
+            sets_ttl_s=self._sets_ttl_s,
+        )
 
     async def _union(self, query: QuerySubmissionSets) -> tuple[list[bytes], list[Skipped]]:
         """The members of the keys that are sets, and the keys that are something else."""

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from seqcollector.core import Block, Input, Log, Rewind
-from seqcollector.runtime.executor import ConcurrentWriterError, RedisDataLost
+from seqcollector.runtime.executor import ConcurrentWriterError, RedisDataLost, RedisLostSteps
 from seqcollector.runtime.failures import Failure, FailureReporter
 from seqcollector.runtime.lease import Lease, LeaseLost, keep_renewed
 from seqcollector.runtime.outbox import OutboxDispatcher
@@ -68,7 +68,7 @@ def _fatal(exc: BaseException) -> bool:
     """Not worth a retry: a misconfiguration, a second writer, Redis having lost our data,
     or no Exception at all (cancellation, KeyboardInterrupt, a simulated crash)."""
     return not isinstance(exc, Exception) or isinstance(
-        exc, ConcurrentWriterError | RedisDataLost | ResumeError | LeaseLost
+        exc, ConcurrentWriterError | RedisDataLost | RedisLostSteps | ResumeError | LeaseLost
     )
 
 

@@ -38,6 +38,7 @@ from seqcollector.core.effects import (
 from seqcollector.core.history import anchor_refs
 from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.collector import Collector, InputSource
+from seqcollector.runtime.delivery_ledger import DeliveryLedger
 from seqcollector.runtime.executor import RedisExecutor
 from seqcollector.runtime.failures import FailureReporter
 from seqcollector.runtime.health import Health
@@ -68,13 +69,14 @@ class Delivery:
     redis_timeout_s: float = 5.0
     reward_concurrency: int = 10
     pass_timeout_s: float = 120.0
+    min_replicas: int = 0  # SEQ_REDIS_MIN_REPLICAS: replicas that must have what is delivered
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Delivery:
         """What `seqcollector run` uses: TX_RELAYER_URL, its token, SLACK_REPORTING_URL,
         HTTP_TIMEOUT, RETRY_LIMITS, CONCURRENT_SUBMISSION_COUNT_UPDATES,
-        BATCH_PROCESSING_TIMEOUT and TIMEOUT_REDIS_OPERATION (the backoff: the Go
-        collector's)."""
+        BATCH_PROCESSING_TIMEOUT, TIMEOUT_REDIS_OPERATION (the backoff: the Go
+        collector's) and SEQ_REDIS_MIN_REPLICAS."""
         return cls(
             settings.tx_relayer_url,
             settings.tx_relayer_auth_write_token,
@@ -84,6 +86,7 @@ class Delivery:
             reward_concurrency=settings.concurrent_submission_count_updates,
             pass_timeout_s=settings.timeouts.batch_processing,
             redis_timeout_s=settings.timeouts.redis_operation,
+            min_replicas=settings.redis_min_replicas,
         )
 
 
@@ -202,8 +205,11 @@ class CollectorRoot:
         )
 
 
-def outbox_dispatcher(redis: Redis, namespace: str, delivery: Delivery) -> OutboxDispatcher:
-    """The outbox dispatcher of `namespace` delivering as `delivery` says."""
+def outbox_dispatcher(
+    redis: Redis, namespace: str, delivery: Delivery, ledger: DeliveryLedger | None = None
+) -> OutboxDispatcher:
+    """The outbox dispatcher of `namespace` delivering as `delivery` says (recording what it
+    delivered in `ledger`)."""
     return OutboxDispatcher(
         redis,
         namespace,
@@ -217,6 +223,8 @@ def outbox_dispatcher(redis: Redis, namespace: str, delivery: Delivery) -> Outbo
         redis_timeout_s=delivery.redis_timeout_s,
         reward_concurrency=delivery.reward_concurrency,
         pass_timeout_s=delivery.pass_timeout_s,
+        min_replicas=delivery.min_replicas,
+        ledger=ledger,
     )
 
 
@@ -236,6 +244,7 @@ def compose_collector(
     handle_signals: bool = True,
     metrics: Metrics | None = None,
     health: Health | None = None,
+    ledger: DeliveryLedger | None = None,
     lease: Lease | None = None,
 ) -> CollectorRoot:
     """The collector's root for one run on `executor`'s Redis and namespace.
@@ -246,11 +255,12 @@ def compose_collector(
     default readers (the simulation injects outages there). `journal`: record the inputs
     there (`--record`). `check_invariants`: check the core's invariants after every step.
     `metrics`: recorded into by every part (`Metrics.from_settings`: None when
-    FEATURE_METRICS_ENABLED=false); `health`: fed by the collector loop (`Health`).
+    FEATURE_METRICS_ENABLED=false); `health`: fed by the collector loop (`Health`);
+    `ledger`: the outbox records there what it delivered (`run --recover` reads it).
     `lease` (active/standby, `runtime.lease`): fences every commit of `executor` and every
     POST of the outbox, and the collector loop renews it.
     """
-    dispatcher = outbox_dispatcher(executor.redis, executor.namespace, delivery)
+    dispatcher = outbox_dispatcher(executor.redis, executor.namespace, delivery, ledger)
     dispatcher.metrics = metrics
     if lease is not None:
         executor.lease = lease

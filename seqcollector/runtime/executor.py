@@ -61,6 +61,7 @@ import fakeredis
 import msgspec
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ResponseError
 
 from seqcollector.core.effects import (
@@ -76,6 +77,7 @@ from seqcollector.core.effects import (
     SetValue,
 )
 from seqcollector.errors import OperatorError
+from seqcollector.redis_target import SentinelTarget, is_sentinel_url, parse_sentinel_url
 from seqcollector.runtime.layout import (
     DEFAULT_NAMESPACE,
     Checkpoint,
@@ -95,6 +97,7 @@ __all__ = [
     "LeaseLost",
     "RedisDataLost",
     "RedisExecutor",
+    "RedisLostSteps",
     "embedded_redis",
     "redis_client",
 ]
@@ -137,6 +140,25 @@ class RedisDataLost(OperatorError):
             f"{expected.block}) {what} from Redis: Redis lost data (FLUSHALL/FLUSHDB, a "
             "restart without persistence, eviction); stopped committing. Restore Redis from "
             "a backup (RDB/AOF), then restart the collector (see README, 'Redis lost data')."
+        )
+
+
+class RedisLostSteps(OperatorError):
+    """Redis holds an older checkpoint of this namespace than this executor committed: its
+    last steps are gone (a failover to a replica that had not received them). Nothing was
+    written. The steps are redone from the chain by a collector that reloads state and
+    checkpoint; with SEQ_REDIS_MIN_REPLICAS >= 1 none of their relayer calls went out."""
+
+    def __init__(self, namespace: str, expected: Checkpoint, found: Checkpoint):
+        self.namespace = namespace
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            f"namespace {namespace!r}: Redis holds checkpoint seq {found.seq} (block "
+            f"{found.block}), behind the seq {expected.seq} (block {expected.block}) this "
+            "collector committed: the last steps were lost, as when Redis fails over to a "
+            "replica that had not received them; nothing was written. The collector reloads "
+            f"state and checkpoint and redoes the chain from block {found.block}."
         )
 
 
@@ -296,6 +318,10 @@ class RedisExecutor:
         if found.record is None and self._known is not None:
             state_gone = not await self._redis.exists(self._keys.state)
             raise RedisDataLost(self.namespace, self._known, state_gone)
+        stored = found.checkpoint
+        if stored is not None and self._known is not None and stored.seq < self._known.seq:
+            # Committing on top would skip the lost steps' effects for good.
+            raise RedisLostSteps(self.namespace, self._known, stored)
         return found
 
     async def _run_commit(
@@ -359,9 +385,11 @@ class RedisExecutor:
             assert cached.checkpoint is not None  # the script says lost only when expected
             raise RedisDataLost(self.namespace, cached.checkpoint, state_gone=reply[1] == 1)
         assert outcome == "conflict", f"unknown commit script reply {reply!r}"
-        raise ConcurrentWriterError(
-            self.namespace, cached.checkpoint, _decoded_or_none(_as_bytes(reply[1]))
-        )
+        found = _decoded_or_none(_as_bytes(reply[1]))
+        ours = cached.checkpoint
+        if found is not None and ours is not None and found.seq < ours.seq:
+            raise RedisLostSteps(self.namespace, ours, found)
+        raise ConcurrentWriterError(self.namespace, cached.checkpoint, found)
 
     def _keys_of_namespace(self) -> list[str]:
         k = self._keys
@@ -722,11 +750,31 @@ def redis_client(url: str, connect_timeout_s: float = 5.0) -> aioredis.Redis:
     commits and start-up reads, the outbox's `redis_timeout_s`); a dead peer is noticed by
     that deadline or by TCP keepalive.
     """
+    if is_sentinel_url(url):
+        return sentinel_master(parse_sentinel_url(url), connect_timeout_s)
     client: aioredis.Redis = aioredis.Redis.from_url(
         url,
         socket_timeout=None,
         socket_connect_timeout=connect_timeout_s,
         socket_keepalive=True,
+    )
+    return client
+
+
+def sentinel_master(target: SentinelTarget, connect_timeout_s: float = 5.0) -> aioredis.Redis:
+    """A client for the master of `target`'s Sentinel group: redis-py's `master_for`, whose
+    pool asks the Sentinels for the master's address on each new connection and drops a
+    connection to a server that is no longer master (a failover is then followed by the
+    next retry)."""
+    sentinel = Sentinel(
+        target.sentinels,
+        sentinel_kwargs={"socket_connect_timeout": connect_timeout_s, "socket_timeout": 5.0},
+        socket_timeout=None,
+        socket_connect_timeout=connect_timeout_s,
+        socket_keepalive=True,
+    )
+    client: aioredis.Redis = sentinel.master_for(
+        target.master, db=target.db, password=target.password, username=target.username
     )
     return client
 
@@ -737,5 +785,11 @@ def embedded_redis(server: fakeredis.FakeServer | None = None) -> aioredis.Redis
     Pass the same `fakeredis.FakeServer` to several calls to share one store (e.g. to
     simulate a restart); by default each call gets a fresh, empty store.
     """
-    client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=server)
+    # fakeredis, given no server, makes one and keeps it for good in a class-wide map
+    # (`FakeServer._servers_map`, keyed by a random host): every store ever made, with all its
+    # data, stays in memory (the soak found it: RSS grew with each simulation). A server made
+    # here lives as long as its clients.
+    client: aioredis.Redis = fakeredis.FakeAsyncRedis(
+        server=server if server is not None else fakeredis.FakeServer(version=(7,))
+    )
     return client

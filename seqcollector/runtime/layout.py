@@ -61,6 +61,11 @@ class StoreLayout:
         return f"{self.namespace}:checkpoint"
 
     @property
+    def replication_probe(self) -> str:
+        """A counter the outbox increments before its WAIT (SEQ_REDIS_MIN_REPLICAS)."""
+        return f"{self.namespace}:outbox:replicated"
+
+    @property
     def outbox(self) -> str:
         return f"{self.namespace}:outbox"
 

@@ -25,6 +25,7 @@ once.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
@@ -40,15 +41,17 @@ from web3.providers.async_base import AsyncBaseProvider
 from seqcollector.api.collector_app import collector_app
 from seqcollector.api.server import serve
 from seqcollector.config import Settings, mask_url
-from seqcollector.core.effects import QueryEligibleOnChain
+from seqcollector.core.effects import QueryEligibleOnChain, QuerySubmissionSets
 from seqcollector.core.inputs import MarketParams
-from seqcollector.errors import DependencyError
+from seqcollector.errors import DependencyError, SettingsError
 from seqcollector.runtime.alive import keep_alive
+from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for, run_beside
 from seqcollector.runtime.collector import Collector
 from seqcollector.runtime.compose import CollectorRoot, Delivery, compose_collector
+from seqcollector.runtime.delivery_ledger import DeliveryLedger, ledger_beside
 from seqcollector.runtime.executor import Checkpoint, RedisDataLost, RedisExecutor, redis_client
-from seqcollector.runtime.failures import FailureReporter
+from seqcollector.runtime.failures import Failure, FailureReporter
 from seqcollector.runtime.health import Health
 from seqcollector.runtime.lease import Lease, LeaseHolder, LeaseLost, while_held
 from seqcollector.runtime.memory_report import memory_reports
@@ -56,6 +59,7 @@ from seqcollector.runtime.metrics import Metrics
 from seqcollector.runtime.migration import migrate_at_start
 from seqcollector.runtime.pipeline import Pipeline
 from seqcollector.runtime.progress import CatchUpProgress
+from seqcollector.runtime.recovery import recover
 from seqcollector.runtime.reward_answers import EligibleOnChainReader
 from seqcollector.runtime.startup import (
     StartupRetry,
@@ -124,13 +128,18 @@ async def run_live(
     providers: Sequence[AsyncBaseProvider] = (),
     stop_when: Callable[[Pipeline], bool] | None = None,
     handle_signals: bool = True,
+    recover: bool = False,
 ) -> str | None:
     """Run until SIGINT/SIGTERM (or `stop_when`); returns the recorded journal's effects
     digest, if recording. `providers` add in-process nodes (eth-tester) to RPC_NODES.
 
     The read API, /health, /ready and /metrics (`api.collector_app`) are served from the
     start, beside the collector, on SEQ_API_HOST:SEQ_API_PORT unless SEQ_API_ENABLED=false;
-    they stop with it."""
+    they stop with it.
+
+    `recover` (`run --recover`): Redis lost the namespace's data; rebuild it from the journal
+    `record` first (`runtime.recovery`), alert High with what could not be rebuilt, then
+    carry on from the journal's end."""
     settings.core_config()  # a core configuration the core refuses stops here, first
     retry = StartupRetry(settings.startup_timeout_s)
     shown = mask_url(settings.redis_url())
@@ -139,6 +148,8 @@ async def run_live(
     reporter = FailureReporter(settings.slack_reporting_url, timeout_s=settings.http_timeout)
     metrics = Metrics.from_settings(settings)
     health = Health.from_settings(settings, redis, namespace, reporter, metrics)
+    if recover:
+        await _recover(settings, namespace, record, redis, reporter)
     done: list[str | None] = []
     failed: list[BaseException] = []
     try:
@@ -368,10 +379,16 @@ async def _active(
                 workers=workers,
                 reporter=reporter,
                 handle_signals=False,  # `_on_signals` stops it (`_Stop`)
-                answerers={QueryEligibleOnChain: on_chain},
+                answerers={
+                    QueryEligibleOnChain: on_chain,
+                    QuerySubmissionSets: SubmissionSetReader(
+                        redis, clock=time.time, sets_ttl_s=settings.submission_sets_ttl_s
+                    ),
+                },
                 metrics=metrics,
                 health=health,
                 lease=lease,
+                ledger=DeliveryLedger(ledger_beside(record)) if record is not None else None,
             )
             pipeline = root.pipeline()
             try:
@@ -480,6 +497,30 @@ async def _active(
                     seen.append(Checkpoint(pipeline.seq, head_now.number if head_now else None))
                 await root.dispatcher.aclose()
     return pipeline.digest.hexdigest() if pipeline.digest is not None else None
+
+
+async def _recover(
+    settings: Settings,
+    namespace: str,
+    record: Path | None,
+    redis: Any,
+    reporter: FailureReporter,
+) -> None:
+    if record is None:
+        raise SettingsError(
+            "--recover rebuilds Redis from the journal the collector recorded: give it with "
+            "--record FILE"
+        )
+    report = await recover(
+        record, ledger_beside(record), redis, namespace, settings.timeouts.redis_operation
+    )
+    failure = Failure(
+        "redis_recovery",
+        report.message(),
+        block=report.block,
+        action="rebuilt from the journal; collecting from its end",
+    )
+    await reporter.report(failure, severity="High", always=True)
 
 
 async def _together(*tasks: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -50,6 +50,7 @@ from tenacity.wait import wait_exponential_jitter
 
 from seqcollector.core.effects import Alert, RelayerCall
 from seqcollector.runtime.alerts import alert_body
+from seqcollector.runtime.delivery_ledger import DeliveryLedger
 from seqcollector.runtime.http import client_session, post_json
 from seqcollector.runtime.layout import OutboxEntry, StoreLayout, decode_entry
 from seqcollector.runtime.lease import Lease
@@ -74,6 +75,19 @@ class DeliveryRejected(Exception):
         self.url = url
         self.status = status
         super().__init__(f"POST {url} answered HTTP {status}: {body[:200]}")
+
+
+class ReplicasBehind(RedisError):
+    """Fewer replicas than SEQ_REDIS_MIN_REPLICAS acknowledged the outbox's writes: nothing
+    is delivered until they catch up (a failover now could lose the steps read)."""
+
+    def __init__(self, namespace: str, wanted: int, acked: int, wait_ms: int):
+        super().__init__(
+            f"namespace {namespace!r}: {acked} replica(s) acknowledged within {wait_ms} ms, "
+            f"SEQ_REDIS_MIN_REPLICAS={wanted}: the outbox delivers nothing until enough "
+            "replicas have the committed steps; check the replicas (INFO replication on the "
+            "master) or lower SEQ_REDIS_MIN_REPLICAS"
+        )
 
 
 _RETRYABLE = (aiohttp.ClientError, DeliveryRejected, TimeoutError)
@@ -173,6 +187,8 @@ class OutboxDispatcher:
         redis_timeout_s: float = 5.0,
         reward_concurrency: int = 10,
         pass_timeout_s: float = 120.0,
+        min_replicas: int = 0,
+        ledger: DeliveryLedger | None = None,
     ) -> None:
         if redis.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("OutboxDispatcher needs a client with decode_responses=False")
@@ -180,6 +196,10 @@ class OutboxDispatcher:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         if reward_concurrency < 1:
             raise ValueError(f"reward_concurrency must be >= 1, got {reward_concurrency}")
+        if min_replicas < 0:
+            raise ValueError(f"min_replicas must be >= 0, got {min_replicas}")
+        self._min_replicas = min_replicas
+        self._ledger = ledger  # delivered ids, kept on disk for `run --recover`
         self._redis = redis
         self._keys = StoreLayout(namespace)
         self._relayer_url = relayer_url.rstrip("/")
@@ -331,6 +351,8 @@ class OutboxDispatcher:
                 with structlog.contextvars.bound_contextvars(**entry_context(entry)):
                     delivered = await self._deliver(entry, lane.name)
                 if delivered:
+                    if self._ledger is not None:
+                        self._ledger.add(entry_id.decode())
                     await self._remove(entry_id)
                     result.delivered += 1
                     self.lanes[lane.name].delivered += 1
@@ -355,6 +377,7 @@ class OutboxDispatcher:
                 )
             if not rows:
                 return
+            await self._replicated()
             entries = await self._learn([i for i, _ in rows if i not in self._lane_of_id])
             wanted = [i for i, _ in rows if self._lane_of_id.get(i) == lane and i not in entries]
             if wanted:
@@ -366,6 +389,30 @@ class OutboxDispatcher:
             if len(rows) < _PAGE:
                 return
             low = _bound(rows[-1][1], inclusive=False)
+
+    async def _replicated(self) -> None:
+        """With `min_replicas` (SEQ_REDIS_MIN_REPLICAS): return once that many replicas have
+        everything this dispatcher has read so far, else raise `ReplicasBehind` (nothing is
+        delivered; the lane tries again at its next pass).
+
+        WAIT counts the replicas that acknowledged the last write of the connection it runs
+        on, and a commit is written on another connection; so a probe write goes first, on
+        the same connection as the WAIT (one pipeline, one round trip). Redis replicates in
+        order: a replica that acknowledged the probe holds every commit written before it,
+        among them those of the entries just read. A failover then cannot lose a step whose
+        relayer call went out."""
+        if self._min_replicas == 0:
+            return
+        wait_ms = max(1, int(self._redis_timeout_s * 1000 / 2))
+        with anyio.fail_after(self._redis_timeout_s):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.incr(self._keys.replication_probe)
+                pipe.wait(self._min_replicas, wait_ms)
+                _, acked = await pipe.execute()
+        if int(acked) < self._min_replicas:
+            if self.metrics is not None:
+                self.metrics.error("outbox_replicas", "ReplicasBehind")
+            raise ReplicasBehind(self._keys.namespace, self._min_replicas, int(acked), wait_ms)
 
     async def _learn(self, ids: list[bytes]) -> dict[bytes, OutboxEntry]:
         """Read the bodies of `ids` and note each one's lane -> the decoded entries."""

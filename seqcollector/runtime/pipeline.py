@@ -227,6 +227,15 @@ class Pipeline:
         assert path is not None
         self.digest = EffectsDigest()
         if self.seq == 0:
+            if path.exists() and _holds_inputs(path):
+                raise ResumeError(
+                    f"namespace {self.executor.namespace!r} has no checkpoint in Redis, but "
+                    f"--record {path} holds inputs of an earlier run: Redis lost its data "
+                    "(a restart without persistence, FLUSHALL, eviction). Run `seqcollector "
+                    f"run --recover --record {path}` to rebuild from the journal, or move "
+                    "the journal away to start over (the finalizer and the relayer may then "
+                    "get epochs they already had)"
+                )
             self._journal = JournalWriter(path, JournalHeader(config=self.config))
             return
         if not path.exists():
@@ -382,6 +391,13 @@ class Pipeline:
         self.state = load_state(self._committed)
         if self._journal is not None and journal_size is not None:
             self._journal.truncate(journal_size)
+
+
+def _holds_inputs(path: Path) -> bool:
+    """True when the journal at `path` has at least one input line after its header."""
+    with path.open("rb") as f:
+        f.readline()
+        return any(line.strip() for line in f)
 
 
 def _reorg_depth(state: State, rewind: Rewind) -> list[int]:

@@ -25,7 +25,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import redis.asyncio as aioredis
 import structlog
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
@@ -36,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from seqcollector.core import MarketParams
 from seqcollector.core.addresses import checksum
 from seqcollector.errors import DependencyError, SettingsError
+from seqcollector.runtime.executor import redis_client
 from seqcollector.sources.errors import RpcError, TransportError, quantity
 from seqcollector.sources.rpc import RpcPool
 
@@ -150,9 +150,7 @@ async def check_redis(
     that chose the database (REDIS_DB, SEQ_REDIS_URL, --redis)."""
 
     async def probe() -> str:
-        client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=None, socket_connect_timeout=connect_timeout_s
-        )
+        client = redis_client(url, connect_timeout_s)
         try:
             await client.ping()  # the connection SELECTs the URL's database first
             info = await client.info("server")

@@ -436,7 +436,9 @@ def test_bad_urls(name: str, value: str) -> None:
 def test_bad_url_message_masks_the_password() -> None:
     err = rejects({"SEQ_REDIS_URL": "http://:verysecretpassword@cache:6379"})
     assert "verysecretpassword" not in str(err)
-    assert str(err).startswith("SEQ_REDIS_URL: not a URL with scheme redis/rediss/unix: ")
+    assert str(err).startswith(
+        "SEQ_REDIS_URL: not a URL with scheme redis/rediss/unix/redis+sentinel: "
+    )
 
 
 def test_yaml_unknown_top_level_key(tmp_path: Path) -> None:
@@ -651,6 +653,8 @@ INT_RANGES = {
     "RPC_RETRY_DELAY_MS": (0, 600_000),
     "REDIS_PORT": (1, 65535),
     "REDIS_DB": (0, 1_000_000),
+    "SEQ_REDIS_MIN_REPLICAS": (0, 100),
+    "SEQ_SUBMISSION_SETS_TTL_S": (0, 10 * 365 * 24 * 3600),
     "BATCH_SIZE": (1, 100_000),
     "REWARDS_UPDATE_BATCH_SIZE": (1, 100_000),
     "REWARDS_UPDATE_EPOCH_INTERVAL": (1, 1_000_000),
