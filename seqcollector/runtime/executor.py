@@ -10,7 +10,8 @@ nothing else meanwhile), after the fence:
 
 0. Lease (active/standby, `runtime.lease`). With a lease, the stored `<ns>:lease` must hold
    this executor's `<holder>:<token>`; if not (it expired while this process was paused, a
-   standby took over), nothing is written (`LeaseLost`).
+   standby took over), nothing is written (`LeaseLost`); if the lease vanished with the
+   checkpoint this executor expects, Redis lost data (`RedisDataLost`).
 1. Checkpoint. The stored checkpoint must be the one this executor expects. If it is
    exactly this step's, with this step's state, the step already landed (a lost reply, or
    redis-py resending the EVALSHA after a dropped connection): nothing is written. If it
@@ -490,10 +491,16 @@ local new_ck, state, nrows, ncounters = ARGV[3], ARGV[4], tonumber(ARGV[5]), ton
 local first_row, first_op = 8, 8 + 3 * nrows
 local problems, seen = {}, {}
 
--- 0. The fence: the lease must still be ours (before anything is read or written).
+-- 0. The fence: the lease must still be ours (before anything is read or written). A lease
+-- gone together with the checkpoint this executor expects is Redis losing data.
 if ARGV[7] ~= '' then
   local held = redis.call('GET', lkey)
-  if held ~= ARGV[7] then return {'lease', held} end
+  if held ~= ARGV[7] then
+    if (not held) and ARGV[1] == 'E' and redis.call('EXISTS', ckey) == 0 then
+      return {'lost', redis.call('EXISTS', skey) == 0 and 1 or 0}
+    end
+    return {'lease', held}
+  end
 end
 
 local function type_of(key)

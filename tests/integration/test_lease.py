@@ -208,3 +208,22 @@ async def test_while_held_returns_the_work_and_propagates_its_errors(redis_backe
 
     with pytest.raises(ValueError, match="the work's own error"):
         await while_held(lease, broken)
+
+
+async def test_lease_and_checkpoint_gone_together_is_redis_losing_data(
+    redis_backend: Any,
+) -> None:
+    """FLUSHALL (or a restart without persistence) under a fenced executor: not a lost
+    lease (which would send it to standby) but `RedisDataLost`, as without a lease."""
+    from seqcollector.runtime.executor import RedisDataLost
+
+    client = redis_backend.client()
+    lease = Lease(client, NS, 5)
+    await lease.acquire()
+    executor = RedisExecutor(client, NS, lease=lease)
+    await executor.load()
+    assert await executor.commit(1, 10, [SetValue("k", "1")], b"s1") is True
+    await client.flushall()
+    with pytest.raises(RedisDataLost, match="vanished"):
+        await executor.commit(2, 11, [SetValue("k", "2")], b"s2")
+    assert await client.keys("*") == []
