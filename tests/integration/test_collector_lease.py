@@ -58,13 +58,13 @@ def root_for(redis: aioredis.Redis, relayer: Relayer, lease: Lease) -> Collector
 
 async def test_the_loop_renews_its_lease_past_the_ttl(redis_backend: Any) -> None:
     redis = redis_backend.client()
-    lease = Lease(redis, NS, ttl_s=0.3, holder="a:1:x")
+    lease = Lease(redis, NS, ttl_s=0.6, holder="a:1:x")
     await lease.acquire()
     with Relayer() as relayer:
         root = root_for(redis, relayer, lease)
         pipeline = root.pipeline()
         await pipeline.open()
-        source = SlowSource(SyntheticWorld(SPEC), redis, every_s=0.008)  # ~1 s in all
+        source = SlowSource(SyntheticWorld(SPEC), redis, every_s=0.015)  # ~2 s in all
         with anyio.fail_after(30):
             await root.collector(pipeline, source).run()
         await pipeline.close()

@@ -159,3 +159,71 @@ async def test_renew_reclaims_a_free_lease_nobody_took(redis_backend: Any) -> No
     await b.release()
     assert await a.renew() is False and a.value is None
     assert await client.get(KEYS.lease) is None
+
+
+async def test_renewal_gives_up_after_a_ttl_without_redis_and_cancels_the_work(
+    redis_backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis unreachable for a whole TTL: the lease may be another's by now; the work held
+    under it (`while_held`) is cancelled with `LeaseLost`."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from seqcollector.runtime.lease import while_held
+
+    client = redis_backend.client()
+    lease = Lease(client, NS, 0.3)
+    await lease.acquire()
+
+    async def down() -> bool:
+        raise RedisConnectionError("injected: Redis unreachable")
+
+    monkeypatch.setattr(lease, "renew", down)
+    finished: list[bool] = []
+
+    async def work() -> None:
+        await anyio.sleep(5)
+        finished.append(True)
+
+    with anyio.fail_after(3), pytest.raises(LeaseLost, match="Redis unreachable for its TTL"):
+        await while_held(lease, work)
+    assert finished == [] and lease.value is None
+
+
+async def test_while_held_returns_the_work_and_propagates_its_errors(redis_backend: Any) -> None:
+    from seqcollector.runtime.lease import while_held
+
+    client = redis_backend.client()
+    lease = Lease(client, NS, 0.3)
+    await lease.acquire()
+
+    async def slow() -> int:
+        await anyio.sleep(0.5)  # past the TTL: renewed meanwhile
+        return 7
+
+    assert await while_held(lease, slow) == 7
+    assert await client.get(KEYS.lease) == (lease.value or "").encode()
+
+    async def broken() -> int:
+        raise ValueError("the work's own error")
+
+    with pytest.raises(ValueError, match="the work's own error"):
+        await while_held(lease, broken)
+
+
+async def test_lease_and_checkpoint_gone_together_is_redis_losing_data(
+    redis_backend: Any,
+) -> None:
+    """FLUSHALL (or a restart without persistence) under a fenced executor: not a lost
+    lease (which would send it to standby) but `RedisDataLost`, as without a lease."""
+    from seqcollector.runtime.executor import RedisDataLost
+
+    client = redis_backend.client()
+    lease = Lease(client, NS, 5)
+    await lease.acquire()
+    executor = RedisExecutor(client, NS, lease=lease)
+    await executor.load()
+    assert await executor.commit(1, 10, [SetValue("k", "1")], b"s1") is True
+    await client.flushall()
+    with pytest.raises(RedisDataLost, match="vanished"):
+        await executor.commit(2, 11, [SetValue("k", "2")], b"s2")
+    assert await client.keys("*") == []
