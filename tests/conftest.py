@@ -23,6 +23,7 @@ from seqcollector.runtime.roundtrips import (
     counting_redis,
 )
 from sim.redis_server import RedisServer, RedisServerMissing
+from sim.sentinel_group import SentinelGroup, SentinelMissing
 
 
 @pytest.fixture(scope="session")
@@ -94,3 +95,17 @@ async def redis_backend(
         yield backend
     finally:
         await backend.aclose()
+
+
+@pytest.fixture
+def sentinel_group() -> Iterator[SentinelGroup]:
+    """A master, two replicas and three `redis-sentinel`s on loopback (`sim.sentinel_group`);
+    without the binaries skipped, except under CI=true where that is a failure."""
+    try:
+        group = SentinelGroup(replicas=2, sentinels=3)
+    except SentinelMissing as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    with group:
+        yield group

@@ -1,11 +1,12 @@
-"""Shared e2e fixtures: a private anvil (CI fails instead of skipping without it) and a
-recording relayer; this folder's helper modules (livekit, silent) on the import path."""
+"""Shared e2e fixtures: a private anvil (CI fails instead of skipping without it), a
+recording relayer, and `world` (the contract deployed on that anvil, 3 epochs a day, the
+session's Redis); this folder's helper modules (livekit, silent) on the import path."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from sim.anvil import Anvil, AnvilMissing
 from sim.relayer import Relayer
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from livekit import LiveWorld, deployed_world
 
 
 @pytest.fixture
@@ -32,3 +35,9 @@ def anvil() -> Iterator[Anvil]:
 def relayer() -> Iterator[Relayer]:
     with Relayer() as r:
         yield r
+
+
+@pytest.fixture
+async def world(anvil: Anvil, redis_url: str) -> AsyncIterator[LiveWorld]:
+    async with deployed_world(anvil, redis_url) as w:
+        yield w

@@ -10,7 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,20 @@ class LiveWorld:
 
     def batched(self, market: str, epoch: int) -> bool:
         return self.redis.exists(f"BatchCountKey.{market}.{epoch}") == 1
+
+
+@asynccontextmanager
+async def deployed_world(
+    anvil: Anvil, redis_url: str, epochs_in_a_day: int = 3
+) -> AsyncIterator[LiveWorld]:
+    """A `LiveWorld` with the contract and its markets deployed; closed on leaving."""
+    world = LiveWorld(anvil, redis_url)
+    try:
+        await world.deploy(epochs_in_a_day=epochs_in_a_day)
+        yield world
+    finally:
+        await world.w3.provider.disconnect()
+        world.redis.close()
 
 
 class CollectorProcess:

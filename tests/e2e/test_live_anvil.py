@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,6 @@ from sim.rpc_proxy import RpcProxy
 
 pytestmark = pytest.mark.anyio
 BATCH_SIZE = 2
-
-
-@pytest.fixture
-async def world(anvil: Anvil, redis_url: str) -> AsyncIterator[LiveWorld]:
-    w = LiveWorld(anvil, redis_url)
-    await w.deploy(epochs_in_a_day=3)
-    yield w
-    await w.w3.provider.disconnect()
-    w.redis.close()
 
 
 async def release_with_submissions(world: LiveWorld, epoch_count: int) -> list[tuple[str, int]]:

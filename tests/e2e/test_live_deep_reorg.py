@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import redis
-from livekit import MARKETS, CollectorProcess, LiveWorld
+from livekit import MARKETS, CollectorProcess, LiveWorld, deployed_world
 
 from seqcollector.core.addresses import checksum
 from seqcollector.core.state import load_state
@@ -31,11 +31,10 @@ BATCH_SIZE = 2
 
 @pytest.fixture
 async def world(anvil: Anvil, redis_url: str) -> AsyncIterator[LiveWorld]:
-    w = LiveWorld(anvil, redis_url)
-    await w.deploy(epochs_in_a_day=1000)  # one day throughout: days are not what is tested
-    yield w
-    await w.w3.provider.disconnect()
-    w.redis.close()
+    async with deployed_world(
+        anvil, redis_url, epochs_in_a_day=1000
+    ) as w:  # one day throughout: days are not what is tested
+        yield w
 
 
 async def release(world: LiveWorld, projects: str) -> list[tuple[str, int]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit import MARKETS, CollectorProcess, LiveWorld
+from livekit import MARKETS, CollectorProcess, LiveWorld, deployed_world
 from test_live_anvil import BATCH_SIZE, check_batches
 
 from sim.anvil import Anvil
@@ -32,11 +32,8 @@ ENV = {"SEQ_HA_LEASE_S": str(LEASE_S)}
 
 @pytest.fixture
 async def world(anvil: Anvil, redis_url: str) -> AsyncIterator[LiveWorld]:
-    w = LiveWorld(anvil, redis_url)
-    await w.deploy(epochs_in_a_day=50)
-    yield w
-    await w.w3.provider.disconnect()
-    w.redis.close()
+    async with deployed_world(anvil, redis_url, epochs_in_a_day=50) as w:
+        yield w
 
 
 def events(proc: CollectorProcess, since: int = 0) -> list[dict[str, Any]]:

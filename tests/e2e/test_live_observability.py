@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import anyio
 import pytest
-from livekit import MARKETS, CollectorProcess, LiveWorld
+from livekit import MARKETS, CollectorProcess, LiveWorld, deployed_world
 from prometheus_client.parser import text_string_to_metric_families
 
 from seqcollector.core.addresses import checksum
@@ -41,11 +41,8 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 async def world(anvil: Anvil, own_redis: RedisServer) -> AsyncIterator[LiveWorld]:
-    w = LiveWorld(anvil, own_redis.url)
-    await w.deploy(epochs_in_a_day=3)
-    yield w
-    await w.w3.provider.disconnect()
-    w.redis.close()
+    async with deployed_world(anvil, own_redis.url) as w:
+        yield w
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

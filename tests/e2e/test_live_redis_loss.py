@@ -8,7 +8,6 @@ not repeat a relayer call the delivery ledger lists as sent, and carries on."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,9 @@ from livekit import MARKETS, CollectorProcess, LiveWorld
 
 from seqcollector.core.addresses import checksum
 from seqcollector.errors import EXIT_SETTINGS
-from sim.anvil import Anvil
 from sim.relayer import Relayer
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def world(anvil: Anvil, redis_url: str) -> AsyncIterator[LiveWorld]:
-    w = LiveWorld(anvil, redis_url)
-    await w.deploy(epochs_in_a_day=3)
-    yield w
-    await w.w3.provider.disconnect()
-    w.redis.close()
 
 
 async def _release(world: LiveWorld, rounds: int) -> list[tuple[str, int]]:

@@ -6,7 +6,6 @@ resumes from N+1 over the same chain, and no epoch is batched or reported twice.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,21 +17,12 @@ from seqcollector.core.addresses import checksum
 from seqcollector.journal_dir import read_dir
 from seqcollector.runtime.executor import embedded_redis
 from seqcollector.runtime.replay import replay_journal
-from sim.anvil import Anvil, rpc
+from sim.anvil import rpc
 from sim.relayer import Relayer
 
 pytestmark = pytest.mark.anyio
 BATCH_SIZE = 2
 ALIVE = "seqcollector:alive"
-
-
-@pytest.fixture
-async def world(anvil: Anvil, redis_url: str) -> AsyncIterator[LiveWorld]:
-    w = LiveWorld(anvil, redis_url)
-    await w.deploy(epochs_in_a_day=3)
-    yield w
-    await w.w3.provider.disconnect()
-    w.redis.close()
 
 
 async def release_and_batch(world: LiveWorld) -> tuple[list[tuple[str, int]], int]:

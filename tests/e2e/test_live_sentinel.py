@@ -13,8 +13,7 @@ exit, the test restarts it as a service manager would, at most 3 times.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -26,30 +25,20 @@ from redis.sentinel import Sentinel
 from seqcollector.core.addresses import checksum
 from sim.anvil import Anvil
 from sim.relayer import Relayer
-from sim.sentinel_group import MASTER_NAME, SentinelGroup, SentinelMissing
+from sim.sentinel_group import MASTER_NAME, SentinelGroup
 
 pytestmark = pytest.mark.anyio
 BATCH_SIZE = 2
 
 
 @pytest.fixture
-def group() -> Iterator[SentinelGroup]:
-    try:
-        g = SentinelGroup(replicas=2, sentinels=3)
-    except SentinelMissing as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-    with g:
-        yield g
-
-
-@pytest.fixture
-async def world(anvil: Anvil, group: SentinelGroup) -> AsyncIterator[LiveWorld]:
-    w = LiveWorld(anvil, f"redis://127.0.0.1:{group.master_port()}/0")
+async def sentinel_world(anvil: Anvil, sentinel_group: SentinelGroup) -> AsyncIterator[LiveWorld]:
+    w = LiveWorld(anvil, f"redis://127.0.0.1:{sentinel_group.master_port()}/0")
     w.redis.close()
     sentinel = Sentinel(
-        [("127.0.0.1", p) for p in group.sentinel_ports], socket_timeout=5, decode_responses=True
+        [("127.0.0.1", p) for p in sentinel_group.sentinel_ports],
+        socket_timeout=5,
+        decode_responses=True,
     )
     w.redis = sentinel.master_for(MASTER_NAME, socket_timeout=5, decode_responses=True)
     await w.deploy(epochs_in_a_day=3)
@@ -91,18 +80,19 @@ async def _release(world: LiveWorld, rounds: int) -> list[tuple[str, int]]:
 
 
 async def test_master_killed_mid_run_every_epoch_once_no_call_for_a_lost_epoch(
-    world: LiveWorld, group: SentinelGroup, relayer: Relayer, tmp_path: Path
+    sentinel_world: LiveWorld, sentinel_group: SentinelGroup, relayer: Relayer, tmp_path: Path
 ) -> None:
-    env = {"SEQ_REDIS_URL": group.url, "SEQ_REDIS_MIN_REPLICAS": "1", "BATCH_SIZE": "2"}
+    world = sentinel_world
+    env = {"SEQ_REDIS_URL": sentinel_group.url, "SEQ_REDIS_MIN_REPLICAS": "1", "BATCH_SIZE": "2"}
     log = tmp_path / "c.log"
     collector = CollectorProcess(world, relayer.url, log, extra_env=env).start()
     restarts = 0
     try:
         released = await _release(world, 2)
         world.wait_for("first epochs", lambda: all(world.batched(m, e) for m, e in released))
-        old = group.kill_master()  # mid-run: the collector is following the head
+        old = sentinel_group.kill_master()  # mid-run: the collector is following the head
         released += await _release(world, 1)  # blocks go on while the Sentinels decide
-        new = await anyio.to_thread.run_sync(group.wait_for_failover, old)
+        new = await anyio.to_thread.run_sync(sentinel_group.wait_for_failover, old)
         assert new != old
         released += await _release(world, 2)
 
@@ -145,14 +135,12 @@ async def test_master_killed_mid_run_every_epoch_once_no_call_for_a_lost_epoch(
 
 
 async def test_lost_steps_are_redone_in_process(
-    anvil: Anvil, redis_url: str, relayer: Relayer, tmp_path: Path
+    world: LiveWorld, redis_url: str, relayer: Relayer, tmp_path: Path
 ) -> None:
     """What a failover that lost the last steps leaves (an older checkpoint and state), made
     by hand: the running collector refuses to commit on top (`RedisLostSteps`), gives the
     lease back, takes over again from the older checkpoint and redoes the steps: it keeps
     running and every epoch is batched."""
-    world = LiveWorld(anvil, redis_url)
-    await world.deploy(epochs_in_a_day=3)
     collector = CollectorProcess(world, relayer.url, tmp_path / "c.log").start()
     try:
         released = await _release(world, 1)
@@ -174,5 +162,3 @@ async def test_lost_steps_are_redone_in_process(
         assert "redis_lost_steps" in collector.log()
     finally:
         collector.stop(within_s=20)
-        await world.w3.provider.disconnect()
-        world.redis.close()

@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,7 +19,6 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from livekit import MARKETS, CollectorProcess, LiveWorld
 
-from sim.anvil import Anvil
 from sim.relayer import Relayer
 
 pytestmark = pytest.mark.anyio
@@ -31,15 +30,6 @@ RPC_PASSWORD = "rpc-password-e2e-91"
 RPC_KEY = "rpc-apikey-e2e-0c4b"
 SECRETS = [READ_TOKEN, WRITE_TOKEN, SLACK_SECRET, RPC_PASSWORD, RPC_KEY]
 SLACK_PATH = f"/services/T0E2E1111/B0E2E2222/{SLACK_SECRET}"
-
-
-@pytest.fixture
-async def world(anvil: Anvil, redis_url: str) -> AsyncIterator[LiveWorld]:
-    w = LiveWorld(anvil, redis_url)
-    await w.deploy(epochs_in_a_day=3)
-    yield w
-    await w.w3.provider.disconnect()
-    w.redis.close()
 
 
 @pytest.fixture

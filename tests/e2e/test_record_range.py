@@ -4,7 +4,6 @@ the range and the answers Redis gives go into a journal, and no key is written."
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from seqcollector.journal import read_inputs
 from seqcollector.runtime.executor import embedded_redis
 from seqcollector.runtime.record import record_range
 from seqcollector.runtime.replay import replay_journal
-from sim.anvil import Anvil
 from sim.contract import ProtocolStateClient, deploy_protocol_state
 from sim.ethtester import async_web3, deterministic_tester, mine
 from sim.relayer import Relayer
@@ -95,15 +93,6 @@ async def replayed_queue(journal: Path) -> list[bytes]:
     store = embedded_redis()
     await replay_journal(journal, store, "r")
     return list(await store.lrange("finalizerQueue", 0, -1))
-
-
-@pytest.fixture
-async def world(anvil: Anvil, redis_url: str) -> AsyncIterator[LiveWorld]:
-    w = LiveWorld(anvil, redis_url)
-    await w.deploy(epochs_in_a_day=3)
-    yield w
-    await w.w3.provider.disconnect()
-    w.redis.close()
 
 
 async def test_record_on_the_command_line_matches_the_live_journal(

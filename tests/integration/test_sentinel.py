@@ -9,9 +9,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import anyio
 import pytest
 import redis
@@ -19,21 +16,9 @@ from lanekit import LaneRelayer, batch_size, commit
 
 from seqcollector.runtime.executor import RedisExecutor, redis_client
 from seqcollector.runtime.outbox import OutboxDispatcher, ReplicasBehind
-from sim.sentinel_group import SentinelGroup, SentinelMissing
+from sim.sentinel_group import SentinelGroup
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def group() -> Iterator[SentinelGroup]:
-    try:
-        g = SentinelGroup(replicas=2, sentinels=3)
-    except SentinelMissing as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-    with g:
-        yield g
 
 
 async def _retry(what: str, op, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
@@ -47,13 +32,13 @@ async def _retry(what: str, op, timeout_s: float = 30.0):  # type: ignore[no-unt
                 await anyio.sleep(0.1)
 
 
-async def test_the_client_follows_a_failover(group: SentinelGroup) -> None:
-    client = redis_client(group.url)
+async def test_the_client_follows_a_failover(sentinel_group: SentinelGroup) -> None:
+    client = redis_client(sentinel_group.url)
     try:
         await client.set("before", "1")
         await client.wait(2, 5000)  # both replicas have it
-        old = group.kill_master()
-        new = await anyio.to_thread.run_sync(group.wait_for_failover, old)
+        old = sentinel_group.kill_master()
+        new = await anyio.to_thread.run_sync(sentinel_group.wait_for_failover, old)
         assert new != old
         await _retry("write after the failover", lambda: client.set("after", "2"))
         assert await client.get("before") == b"1"
@@ -64,8 +49,10 @@ async def test_the_client_follows_a_failover(group: SentinelGroup) -> None:
         await client.aclose()
 
 
-async def test_the_outbox_delivers_what_replicas_acknowledged(group: SentinelGroup) -> None:
-    client = redis_client(group.url)
+async def test_the_outbox_delivers_what_replicas_acknowledged(
+    sentinel_group: SentinelGroup,
+) -> None:
+    client = redis_client(sentinel_group.url)
     relayer = LaneRelayer().__enter__()
     try:
         executor = RedisExecutor(client, "ns")
@@ -77,7 +64,7 @@ async def test_the_outbox_delivers_what_replicas_acknowledged(group: SentinelGro
         assert relayer.requests("/submitBatchSize") == ["epoch:1", "epoch:2"]
 
         # One replica gone: two are wanted, one acknowledges: nothing goes out.
-        group.servers[1].kill()
+        sentinel_group.servers[1].kill()
         await commit(executor, [[batch_size(3)]])
         async with OutboxDispatcher(
             client,
