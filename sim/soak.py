@@ -128,6 +128,13 @@ async def soak(
             except SimFailed as exc:
                 print(f"soak FAILED in segment {segment}: {exc}", flush=True)
                 raise
+            except Exception as exc:  # not an invariant: the run itself broke
+                message = (
+                    f"segment {segment} (seed {seed}, --epochs {epochs} --markets {markets}): "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                print(f"soak FAILED in {message}", flush=True)
+                raise SimFailed(message) from exc
         done += int(record.summary.get("blocks", 0))
         samples.append(
             Sample(

@@ -380,7 +380,7 @@ class RedisExecutor:
             assert self.lease is not None  # the script fences only with a value
             held = _as_bytes(reply[1]) if len(reply) > 1 else None
             now = None if held is None else LeaseHolder.parse(held)
-            raise self.lease.lost(now, f"committing seq {seq} block {block}")
+            raise self.lease.lost(now, f"committing seq {seq} block {block}", ours=fence)
         if outcome == "lost":
             assert cached.checkpoint is not None  # the script says lost only when expected
             raise RedisDataLost(self.namespace, cached.checkpoint, state_gone=reply[1] == 1)

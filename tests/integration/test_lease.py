@@ -227,3 +227,29 @@ async def test_lease_and_checkpoint_gone_together_is_redis_losing_data(
     with pytest.raises(RedisDataLost, match="vanished"):
         await executor.commit(2, 11, [SetValue("k", "2")], b"s2")
     assert await client.keys("*") == []
+
+
+class _AcquiredDuringTheCheck(Lease):
+    """A check whose GET returns after the lease was acquired again on this object (in the
+    simulation the standby takes over the paused active's `Lease`)."""
+
+    async def current(self) -> LeaseHolder | None:
+        now = await super().current()
+        self.holder = "host:9:standby"
+        await self.acquire()
+        return now
+
+
+async def test_a_stale_check_does_not_forget_a_newer_acquisition(redis_backend: Any) -> None:
+    """Found by the soak (segment 19): the paused active's outbox check, answered after the
+    standby's acquisition, set the shared lease's value to None, and the standby's next
+    commit was refused. The check still refuses its own delivery."""
+    client = redis_backend.client()
+    lease = _AcquiredDuringTheCheck(client, NS, 5, holder="host:1:aa")
+    await lease.acquire()
+    await client.delete(KEYS.lease)  # expired under the paused active
+    with pytest.raises(LeaseLost):
+        await lease.verify("delivering an entry")
+    assert lease.value == "host:9:standby:2"  # the standby's acquisition is kept
+    executor = RedisExecutor(client, NS, lease=lease)
+    assert await executor.commit(1, 1, [SetValue("k", "v")], b"s")
