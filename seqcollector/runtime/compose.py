@@ -91,6 +91,12 @@ class Delivery:
         )
 
 
+def poll_interval_s(settings: Settings) -> float:
+    """How often `run` and `record` ask the node for a new head: a quarter of BLOCK_TIME,
+    between 50 ms and 1 s."""
+    return min(1.0, max(settings.block_time / 4, 0.05))
+
+
 @dataclass(frozen=True)
 class Pace:
     """How often the collector loop runs the dispatcher and how it backs off a failed group
@@ -148,6 +154,21 @@ class CollectorRoot:
             answerers=table,
             check_invariants=self.check_invariants,
             metrics=self.metrics,
+        )
+
+    def follower_from_settings(
+        self, pipeline: Pipeline, pool: RpcPool, settings: Settings, start_block: int
+    ) -> ChainFollower:
+        """`follower` as `run` and `record` configure it: the poll interval from BLOCK_TIME,
+        the follower's backoff, SEQ_CONFIRMATIONS and BLOCK_FETCH_TIMEOUT."""
+        return self.follower(
+            pipeline,
+            pool,
+            start_block=start_block,
+            poll_interval_s=poll_interval_s(settings),
+            retry=Backoff.from_settings(settings),
+            confirmations=settings.confirmations,
+            attempt_timeout_s=settings.timeouts.block_fetch,
         )
 
     def follower(

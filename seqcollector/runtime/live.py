@@ -49,7 +49,7 @@ from seqcollector.runtime.alive import keep_alive
 from seqcollector.runtime.answers import SubmissionSetReader
 from seqcollector.runtime.cleanup import cleanup_at_start, periodic_cleanup_for, run_beside
 from seqcollector.runtime.collector import Collector
-from seqcollector.runtime.compose import CollectorRoot, Delivery, compose_collector
+from seqcollector.runtime.compose import CollectorRoot, Delivery, compose_collector, poll_interval_s
 from seqcollector.runtime.delivery_ledger import DeliveryLedger, ledger_of
 from seqcollector.runtime.executor import (
     Checkpoint,
@@ -80,7 +80,6 @@ from seqcollector.runtime.startup import (
 )
 from seqcollector.runtime.stored_days import read_stored_days
 from seqcollector.runtime.workers import WorkerPool
-from seqcollector.sources.retrying import Backoff
 from seqcollector.sources.rpc import RpcPool
 
 log = structlog.get_logger(__name__)
@@ -394,7 +393,7 @@ async def _active(
     config = settings.core_config()
     retry = StartupRetry(settings.startup_timeout_s)
     shown = mask_url(settings.redis_url())
-    poll_s = min(1.0, max(settings.block_time / 4, 0.05))
+    poll_s = poll_interval_s(settings)
     nodes = f"RPC_NODES ({', '.join(pool.endpoints)})"
     log.info("active", holder=lease.holder, token=lease.token, key=lease.key)
     journal = journal_of(settings, namespace, record)
@@ -500,15 +499,7 @@ async def _active(
 
         root, pipeline, known, first, at, params = await while_held(lease, take_over)
 
-        follower = root.follower(
-            pipeline,
-            pool,
-            start_block=first,
-            poll_interval_s=poll_s,
-            retry=Backoff.from_settings(settings),
-            confirmations=settings.confirmations,
-            attempt_timeout_s=settings.timeouts.block_fetch,
-        )
+        follower = root.follower_from_settings(pipeline, pool, settings, first)
         log.info(
             "starting",
             namespace=namespace,

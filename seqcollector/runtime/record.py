@@ -27,7 +27,7 @@ from web3.providers.async_base import AsyncBaseProvider
 from seqcollector.config import Settings, mask_url
 from seqcollector.core import Block
 from seqcollector.core.effects import Effect, QueryEligibleOnChain
-from seqcollector.runtime.compose import Delivery, compose_collector
+from seqcollector.runtime.compose import Delivery, compose_collector, poll_interval_s
 from seqcollector.runtime.executor import Checkpoint, RedisExecutor, redis_client
 from seqcollector.runtime.live import params_block, redis_db_setting, wait_for_block
 from seqcollector.runtime.reward_answers import EligibleOnChainReader
@@ -41,7 +41,6 @@ from seqcollector.runtime.startup import (
     with_retries,
 )
 from seqcollector.runtime.workers import WorkerPool
-from seqcollector.sources.retrying import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +91,7 @@ async def record_range(
     shown = mask_url(settings.redis_url())
     await check_redis(settings.redis_url(), shown, redis_db_setting(settings), retry)
     redis = redis_client(settings.redis_url())
-    poll_s = min(1.0, max(settings.block_time / 4, 0.05))
+    poll_s = poll_interval_s(settings)
     try:
         async with AsyncExitStack() as stack:
             pool = await open_pool(
@@ -153,15 +152,7 @@ async def record_range(
             await pipeline.open()
             stack.push_async_callback(pipeline.close)
             await pipeline.apply(params)  # no stored day markers adopted: see the module's doc
-            follower = root.follower(
-                pipeline,
-                pool,
-                start_block=from_block,
-                poll_interval_s=poll_s,
-                retry=Backoff.from_settings(settings),
-                confirmations=settings.confirmations,
-                attempt_timeout_s=settings.timeouts.block_fetch,
-            )
+            follower = root.follower_from_settings(pipeline, pool, settings, from_block)
             blocks = 0
             units = follower.units()
             try:
